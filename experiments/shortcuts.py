@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""The shortcut ablation (paper section 3.3, Table 3, here on CIFAR-10): options A, B and C.
+
+A: identity, zero-padding where the shape changes (parameter-free); B: 1x1 projection where the shape
+changes, identity elsewhere; C: projections on every shortcut. ResNet-20/32/44/56, the paper's recipe.
+The option-A runs are the degradation experiment's ResNets (the same run folders, trained once).
+
+    python experiments/shortcuts.py --quick
+    python experiments/shortcuts.py --jobs 3
+"""
+
+from __future__ import annotations
+
+import make_figures
+from resnet import cli
+from resnet import train as engine
+
+DEPTHS = (20, 32, 44, 56)
+OPTIONS = ("A", "B", "C")
+
+
+def configs() -> list[engine.RunConfig]:
+    return [engine.paper_config(f"resnet{d}", shortcut=s) for s in OPTIONS for d in DEPTHS]
+
+
+def main() -> int:
+    args = cli.experiment_parser(__doc__).parse_args()
+    cli.run_jobs(cli.sweep_jobs(configs(), args), args)
+    make_figures.build(cli.results_root(args), only=("shortcuts",))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)

@@ -1,0 +1,142 @@
+"""Every figure of the project; figures are drawn from run records only.
+
+The one figure that needs images rather than records, the augmentation examples, is drawn by code
+that has the data at hand (`augmentation_figure`), never by `make figures`.
+
+Safe anywhere, with or without a display: nothing here uses pyplot or touches the backend, so there
+is no global figure state and no plt.show(). Every plotting function builds and returns a
+matplotlib Figure (a notebook displays it as it is); `save_figure(fig, path)` writes it as a PNG at
+150 dpi, atomically (a temporary file, then os.replace), so a figure on disk is never half-written.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from resnet import data as cifar
+
+__all__ = ["STYLE", "augmentation_figure", "plot_augmentation", "save_figure", "styled"]
+
+DPI = 150
+
+#: The project's figure style, applied by @styled to everything a plotting function draws.
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "figure.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.interpolation": "nearest",
+}
+
+
+def styled(fn):
+    """Draw everything `fn` creates under STYLE (rcParams are read when artists are created)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> pathlib.Path:
+    """Write `fig` to `path` as a PNG at 150 dpi, atomically; create the folder if needed."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).cpu().numpy()
+
+
+@styled
+def plot_augmentation(images: torch.Tensor, classes_or_titles: Sequence[str], *, padding: int = 4,
+                      seed: int = 0, num_random: int = 3,
+                      dataset: str = "CIFAR-10 (JPEG re-encoded)") -> Figure:
+    """The paper's training augmentation (section 4.2) on a few images: one row per image (uint8
+    [K, 3, H, W], labelled by `classes_or_titles`), columns original, flipped, a random crop of the
+    image zero-padded by `padding`, the same crop flipped, and `num_random` draws of
+    random_crop_flip. All views go through resnet.data's crop_flip / random_crop_flip, the code the
+    training loader runs. `dataset` names the data in the title.
+    """
+    images = torch.as_tensor(images)
+    if images.dim() != 4 or images.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images [K, C, H, W], got {images.dtype} {tuple(images.shape)}")
+    k = images.shape[0]
+    if len(classes_or_titles) != k:
+        raise ValueError(f"{k} images but {len(classes_or_titles)} titles")
+    p = padding
+    g = torch.Generator().manual_seed(seed)
+
+    # A visible crop: offsets drawn among those that move the window by at least `padding` pixels.
+    offsets = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+               if abs(dy - p) + abs(dx - p) >= p]
+    pick = torch.randint(len(offsets), (k,), generator=g)
+    dy = torch.tensor([offsets[i][0] for i in pick.tolist()], dtype=torch.int64)
+    dx = torch.tensor([offsets[i][1] for i in pick.tolist()], dtype=torch.int64)
+    centre = torch.full((k,), p, dtype=torch.int64)
+    no, yes = torch.zeros(k, dtype=torch.bool), torch.ones(k, dtype=torch.bool)
+    columns = [
+        ("original", images, None),
+        ("flipped", cifar.crop_flip(images, centre, centre, yes, padding=p), None),
+        (f"crop (pad {p})", cifar.crop_flip(images, dy, dx, no, padding=p), (dy, dx)),
+        ("crop + flip", cifar.crop_flip(images, dy, dx, yes, padding=p), (dy, dx)),
+    ]
+    columns += [(f"random {i + 1}", cifar.random_crop_flip(images, padding=p, generator=g), None)
+                for i in range(num_random)]
+
+    ncols = len(columns)
+    fig = Figure(figsize=(1.25 * ncols, 1.3 * k + 0.5), layout="constrained")
+    axes = fig.subplots(k, ncols, squeeze=False)
+    for col, (name, views, shift) in enumerate(columns):
+        for row in range(k):
+            ax = axes[row, col]
+            ax.imshow(_hwc(views[row]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            label = name if row == 0 else ""
+            if shift is not None:
+                moved = f"shift {int(shift[0][row]) - p:+d},{int(shift[1][row]) - p:+d}"
+                label = f"{label}\n{moved}" if label else moved
+            ax.set_title(label, fontsize=7.5 if row else None)
+            if col == 0:
+                ax.set_ylabel(classes_or_titles[row])
+    fig.suptitle(f"{dataset}: pad {p}, random 32x32 crop, random horizontal flip (He et al. 2016, sec. 4.2)")
+    return fig
+
+
+def augmentation_figure(data: cifar.CIFAR10, path: str | os.PathLike | None = None, *, num_classes: int = 5,
+                        padding: int = 4, seed: int = 0) -> Figure:
+    """plot_augmentation for the first training image of each of the first `num_classes` classes of
+    `data`, titled with the data's name (resnet.data.describe); saved to `path` when given. For code
+    that has the data (experiments), e.g. augmentation_figure(data, "figures/augmentation.png")."""
+    labels = data.train_labels
+    rows = [int(torch.nonzero(labels == c)[0]) for c in range(num_classes) if bool((labels == c).any())]
+    fig = plot_augmentation(data.train_images[rows], [data.classes[int(labels[i])] for i in rows],
+                            padding=padding, seed=seed, dataset=str(cifar.describe(data)["name"]))
+    if path is not None:
+        save_figure(fig, path)
+    return fig

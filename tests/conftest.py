@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests are CPU-only, need no network and touch no files outside the repository
+and pytest's temporary folders.
+
+Data fixtures (written once per session by tests/cifar_fixture.py, in the official CIFAR-10 python
+layout, with learnable synthetic images: class-dependent colour and stripes plus noise):
+
+    cifar_root       root folder holding cifar-10-batches-py/: 1000 training images (5 batches of 200)
+                     and 200 test images, classes balanced; pass it to resnet.data.load_cifar10 or as
+                     --data-dir / CIFAR10_ROOT to a script. Shared: do not modify its files (write your
+                     own copy with cifar_fixture.write_cifar10(tmp_path) for that).
+    tiny_cifar_root  the same with 100 training and 20 test images, for the quickest checks.
+    cifar_data       load_cifar10(cifar_root), the resnet.data.CIFAR10 object.
+
+tests/ is not a package: test modules import the helper as `from cifar_fixture import write_cifar10`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cifar_fixture import write_cifar10
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory):
+    """A small learnable CIFAR-10 (1000 train / 200 test) in the official layout; read-only."""
+    return write_cifar10(tmp_path_factory.mktemp("cifar"), n_train_per_batch=200, n_test=200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar_root(tmp_path_factory):
+    """A tiny CIFAR-10 (100 train / 20 test) in the official layout; read-only."""
+    return write_cifar10(tmp_path_factory.mktemp("tiny_cifar"), n_train_per_batch=20, n_test=20, seed=1)
+
+
+@pytest.fixture(scope="session")
+def cifar_data(cifar_root):
+    """`cifar_root` loaded: a resnet.data.CIFAR10 (uint8 images [N, 3, 32, 32], int64 labels)."""
+    from resnet.data import load_cifar10
+
+    return load_cifar10(cifar_root)

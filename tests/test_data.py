@@ -1,0 +1,449 @@
+"""resnet.data: the reader, its error messages, the split, the augmentation, normalisation, the loader."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cifar_fixture import BATCHES_DIR, CLASSES, write_batch, write_cifar10
+from resnet import data as cifar
+from resnet.data import (CIFAR10, DataError, TrainLoader, crop_flip, iterate_batches, load_cifar10,
+                         normalization_stats, normalize, random_crop_flip, resolve_data_dir, train_val_split)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key_style", ["bytes", "str", "py2"])
+def test_reads_every_key_style(tmp_path, key_style):
+    labels = np.arange(5 * 4 + 6) % 10
+    images = np.random.default_rng(0).integers(0, 256, (26, 3, 32, 32), dtype=np.uint8)
+    root = write_cifar10(tmp_path, n_train_per_batch=4, n_test=6, key_style=key_style, images=images,
+                         labels=labels)
+    d = load_cifar10(root)
+    assert isinstance(d, CIFAR10)
+    assert d.train_images.dtype == torch.uint8 and d.train_images.shape == (20, 3, 32, 32)
+    assert d.test_images.dtype == torch.uint8 and d.test_images.shape == (6, 3, 32, 32)
+    assert d.train_labels.dtype == torch.int64 and d.test_labels.dtype == torch.int64
+    assert torch.equal(d.train_images, torch.from_numpy(images[:20]))
+    assert torch.equal(d.test_images, torch.from_numpy(images[20:]))
+    assert d.train_labels.tolist() == labels[:20].tolist() and d.test_labels.tolist() == labels[20:].tolist()
+    assert d.classes == CLASSES
+    assert len(d.fingerprint) == 12 and int(d.fingerprint, 16) >= 0
+    assert Path(d.root) == (tmp_path / BATCHES_DIR).absolute()
+    # the same contents give the same fingerprint, whatever the pickle style
+    other = write_cifar10(tmp_path / "other", n_train_per_batch=4, n_test=6, images=images, labels=labels,
+                          key_style="str" if key_style != "str" else "bytes")
+    assert load_cifar10(other).fingerprint == d.fingerprint
+
+
+def test_pixel_layout_follows_the_official_rows(tmp_path):
+    # The official row: 1024 red values, then 1024 green, then 1024 blue, each image row-major.
+    red = np.repeat(np.arange(32), 32)  # = row index of each of the 1024 positions
+    green = np.tile(np.arange(32), 32)  # = column index
+    blue = np.full(1024, 200)
+    row = np.concatenate([red, green, blue]).astype(np.uint8)
+    rows = np.tile(row, (5 + 1, 1))
+    root = write_cifar10(tmp_path, n_train_per_batch=1, n_test=1, images=rows, labels=np.arange(6))
+    img = load_cifar10(root).train_images[0]
+    assert img.shape == (3, 32, 32)
+    ii, jj = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    assert torch.equal(img[0].long(), ii) and torch.equal(img[1].long(), jj)
+    assert (img[2] == 200).all()
+
+
+def test_root_may_be_the_batches_folder_itself(tiny_cifar_root):
+    a = load_cifar10(tiny_cifar_root)
+    b = load_cifar10(Path(tiny_cifar_root) / BATCHES_DIR)
+    assert a.fingerprint == b.fingerprint and a.root == b.root
+
+
+def test_fingerprint_sees_one_pixel_and_one_label(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (12, 3, 32, 32), dtype=np.uint8)
+    labels = np.arange(12) % 10
+    fp = load_cifar10(write_cifar10(tmp_path / "a", n_train_per_batch=2, n_test=2, images=images,
+                                    labels=labels)).fingerprint
+    images2 = images.copy()
+    images2[11, 2, 31, 31] ^= 1
+    labels2 = labels.copy()
+    labels2[0] = 9
+    for im, lb, name in [(images2, labels, "b"), (images, labels2, "c")]:
+        root = write_cifar10(tmp_path / name, n_train_per_batch=2, n_test=2, images=im, labels=lb)
+        assert load_cifar10(root).fingerprint != fp
+
+
+def test_describe_names_an_unknown_copy_honestly(tiny_cifar_root):
+    info = cifar.describe(load_cifar10(tiny_cifar_root))
+    assert info["name"] == "CIFAR-10 (unverified copy)"
+    assert info["train"] == 100 and info["test"] == 20 and info["classes"] == list(CLASSES)
+
+
+# -- errors: each names the file, and a failed load leaves the disk as it was ------------------------
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _break_missing_file(folder: Path) -> str:
+    (folder / "data_batch_3").unlink()
+    return "data_batch_3"
+
+
+def _break_truncated(folder: Path) -> str:
+    b = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(b[: len(b) // 2])
+    return "test_batch"
+
+
+def _break_shape(folder: Path) -> str:
+    write_batch(folder / "data_batch_2", np.zeros((5, 3071), np.uint8), [0] * 5)
+    return "data_batch_2"
+
+
+def _break_dtype(folder: Path) -> str:
+    write_batch(folder / "data_batch_4", np.zeros((5, 3072), np.float32), [0] * 5, key_style="str")
+    return "data_batch_4"
+
+
+def _break_label_range(folder: Path) -> str:
+    write_batch(folder / "data_batch_5", np.zeros((5, 3072), np.uint8), [0, 1, 2, 3, 10])
+    return "data_batch_5"
+
+
+def _break_label_count(folder: Path) -> str:
+    write_batch(folder / "data_batch_1", np.zeros((5, 3072), np.uint8), [0, 1, 2])
+    return "data_batch_1"
+
+
+def _break_meta(folder: Path) -> str:
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"cat", b"dog"]}, protocol=2))
+    return "batches.meta"
+
+
+def _break_not_a_batch(folder: Path) -> str:
+    (folder / "data_batch_1").write_bytes(pickle.dumps(os.system, protocol=2))  # must not be resolved
+    return "data_batch_1"
+
+
+@pytest.mark.parametrize("breaker", [_break_missing_file, _break_truncated, _break_shape, _break_dtype,
+                                     _break_label_range, _break_label_count, _break_meta, _break_not_a_batch])
+def test_broken_data_raises_data_error_naming_the_file(tmp_path, breaker):
+    root = write_cifar10(tmp_path, n_train_per_batch=5, n_test=5)
+    name = breaker(root / BATCHES_DIR)
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_cifar10(root)
+    assert str(root / BATCHES_DIR / name) in str(info.value)
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(DataError):  # download=True does not touch data that is present
+        load_cifar10(root, download=True)
+    assert _snapshot(tmp_path) == before
+
+
+def test_missing_folder_explains_both_ways_to_get_the_data(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_cifar10(tmp_path / "nowhere")
+    msg = str(info.value)
+    assert str((tmp_path / "nowhere").absolute()) in msg
+    assert "--download" in msg and "download=True" in msg and "CIFAR10_ROOT" in msg and "--data-dir" in msg
+    assert not (tmp_path / "nowhere").exists()
+
+
+class _FakeDownload:
+    def __init__(self, fail: bool = False):
+        self.calls, self.fail = [], fail
+
+    def __call__(self, url, download_root, filename=None, md5=None, **kw):
+        self.calls.append((url, download_root, filename, md5))
+        if self.fail:
+            raise urllib.error.URLError("no route to host")
+        write_cifar10(download_root, n_train_per_batch=2, n_test=2)
+
+
+def test_download_fetches_the_official_archive_once(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    fake = _FakeDownload()
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake)
+    d = load_cifar10(tmp_path / "data", download=True)
+    assert len(d.train_labels) == 10
+    assert fake.calls == [(cifar.ARCHIVE_URL, str(tmp_path / "data"), "cifar-10-python.tar.gz",
+                           "c58f30108f718f92721af3b95e74349a")]
+    load_cifar10(tmp_path / "data", download=True)  # present now: no second download
+    assert len(fake.calls) == 1
+
+
+def test_download_failure_is_a_data_error(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", _FakeDownload(fail=True))
+    with pytest.raises(DataError, match="Downloading CIFAR-10 from .* failed") as info:
+        load_cifar10(tmp_path / "data", download=True)
+    assert "no route to host" in str(info.value) and "CIFAR10_ROOT" in str(info.value)
+
+
+def test_resolve_data_dir_precedence(monkeypatch):
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    assert resolve_data_dir() == Path("data")
+    assert resolve_data_dir(None) == Path("data")
+    monkeypatch.setenv("CIFAR10_ROOT", "/from/env")
+    assert resolve_data_dir() == Path("/from/env")
+    assert resolve_data_dir("/from/flag") == Path("/from/flag")
+    assert resolve_data_dir(Path("rel/flag")) == Path("rel/flag")
+
+
+# -- split -----------------------------------------------------------------------------------------
+
+def test_train_val_split():
+    tr, va = train_val_split(50_000)
+    assert tr.dtype == va.dtype == torch.int64
+    assert len(tr) == 45_000 and len(va) == 5_000
+    assert torch.equal(torch.cat([tr, va]).sort().values, torch.arange(50_000))
+    tr2, va2 = train_val_split(50_000)
+    assert torch.equal(tr, tr2) and torch.equal(va, va2)
+    assert not torch.equal(train_val_split(50_000, seed=1)[1], va)
+    tr3, va3 = train_val_split(1000, val_size=100, seed=3)
+    assert len(tr3) == 900 and len(va3) == 100 and not set(tr3.tolist()) & set(va3.tolist())
+    with pytest.raises(ValueError):
+        train_val_split(1000)  # 5000 validation images out of 1000
+
+
+# -- augmentation ----------------------------------------------------------------------------------
+
+def _candidates(img: torch.Tensor, p: int) -> list[tuple[int, int, bool, torch.Tensor]]:
+    c, h, w = img.shape
+    padded = torch.zeros((c, h + 2 * p, w + 2 * p), dtype=img.dtype)
+    padded[:, p:p + h, p:p + w] = img
+    out = []
+    for dy in range(2 * p + 1):
+        for dx in range(2 * p + 1):
+            win = padded[:, dy:dy + h, dx:dx + w]
+            out += [(dy, dx, False, win), (dy, dx, True, win.flip(-1))]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("padding", [4, 2, 0])
+def test_every_output_is_a_window_of_the_padded_input(dtype, padding):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (24, 3, 32, 32), generator=g).to(dtype)
+    out = random_crop_flip(images, padding=padding, generator=torch.Generator().manual_seed(5))
+    assert out.dtype == dtype and out.shape == images.shape
+    found = set()
+    for img, o in zip(images, out):
+        matches = [(dy, dx, f) for dy, dx, f, win in _candidates(img, padding) if torch.equal(win, o)]
+        assert matches, "an output is no window of its padded input"
+        found.add(matches[0])
+    # offsets and flips differ across the batch (only the flip can, without padding)
+    assert len(found) == 2 if padding == 0 else len(found) > 10
+
+
+def test_crop_offsets_and_flips_are_uniform():
+    # 5000 copies of one 8x8 image with distinct pixel values (more than one gather chunk): each output
+    # identifies its (dy, dx, flip).
+    img = torch.arange(1, 65, dtype=torch.float32).view(1, 8, 8)
+    out = random_crop_flip(img.expand(5000, 1, 8, 8), padding=4, generator=torch.Generator().manual_seed(1))
+    cands = _candidates(img, 4)
+    stack = torch.stack([win for *_, win in cands]).view(len(cands), -1)  # [162, 64]
+    which = (out.view(5000, 1, -1) == stack.view(1, len(cands), -1)).all(-1)  # [5000, 162]
+    assert (which.sum(1) == 1).all()
+    counts = which.sum(0)
+    assert (counts > 8).all() and (counts < 70).all()  # expectation ~30.9 each
+
+
+def test_random_crop_flip_is_reproducible_with_a_seeded_generator():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    a = random_crop_flip(images, generator=torch.Generator().manual_seed(7))
+    b = random_crop_flip(images, generator=torch.Generator().manual_seed(7))
+    c = random_crop_flip(images, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_crop_flip_with_explicit_offsets():
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    centre = torch.tensor([4, 4, 4])
+    same = crop_flip(images, centre, centre, torch.tensor([False, True, False]))
+    assert torch.equal(same[0], images[0]) and torch.equal(same[1], images[1].flip(-1))
+    no_flip = torch.zeros(3, dtype=torch.bool)
+    shifted = crop_flip(images, torch.tensor([0, 8, 4]), torch.tensor([0, 8, 6]), no_flip)
+    assert torch.equal(shifted[0, :, 4:, 4:], images[0, :, :28, :28]) and (shifted[0, :, :4] == 0).all()
+    assert torch.equal(shifted[1, :, :28, :28], images[1, :, 4:, 4:]) and (shifted[1, :, 28:] == 0).all()
+    assert torch.equal(shifted[2, :, :, :30], images[2, :, :, 2:]) and (shifted[2, :, :, 30:] == 0).all()
+
+
+# -- normalisation ---------------------------------------------------------------------------------
+
+def test_normalization_stats_pixel_and_channel():
+    images = torch.randint(0, 256, (5000, 3, 32, 32), dtype=torch.uint8)  # more than one chunk
+    mean, std = normalization_stats(images)
+    assert mean.dtype == std.dtype == torch.float32 and mean.shape == (3, 32, 32) and std.shape == (1, 1, 1)
+    direct = images.double().div(255).mean(0)
+    assert torch.allclose(mean.double(), direct, atol=1e-6) and (std == 1).all()
+    cmean, cstd = normalization_stats(images, mode="channel")
+    assert cmean.shape == cstd.shape == (3, 1, 1)
+    x = images.double().div(255).transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(cmean.double().flatten(), x.mean(1), atol=1e-6)
+    assert torch.allclose(cstd.double().flatten(), x.std(1, unbiased=False), atol=1e-6)
+    with pytest.raises(ValueError):
+        normalization_stats(images, mode="imagenet")
+
+
+def test_normalize():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    mean, std = torch.rand(3, 1, 1), torch.rand(3, 1, 1) + 0.5
+    x = normalize(images, mean, std)
+    assert x.dtype == torch.float32 and x.device == images.device
+    assert torch.allclose(x, (images.float() / 255 - mean) / std, atol=1e-5)
+    pmean, pstd = normalization_stats(images)
+    assert normalize(images, pmean, pstd).mean(0).abs().max() < 1e-5  # per-pixel means removed
+
+
+# -- loader ----------------------------------------------------------------------------------------
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=g)
+    ids = torch.arange(N)  # labels that name their image: what each batch visited
+    return images, ids, *normalization_stats(images)
+
+
+def _loader(arrays, **kw):
+    images, ids, mean, std = arrays
+    return TrainLoader(images, ids, mean=mean, std=std, **{"batch_size": 64, "seed": 3, **kw})
+
+
+def _epoch(loader, e, **kw):
+    return list(loader.epoch(e, **kw))
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2)
+                                    for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def test_loader_epoch_is_a_pure_function_of_seed_and_epoch(arrays):
+    loader = _loader(arrays)
+    assert len(loader) == loader.batches_per_epoch == N // 64
+    e0 = _epoch(loader, 0)
+    assert len(e0) == N // 64
+    x, y = e0[0]
+    assert x.dtype == torch.float32 and x.shape == (64, 3, 32, 32) and y.dtype == torch.int64
+    assert _same(e0, _epoch(_loader(arrays), 0))  # a fresh loader, same batches
+    assert _same(e0, list(loader))  # iterating the loader is epoch 0
+    assert not torch.equal(e0[0][1], _epoch(loader, 1)[0][1])  # reshuffled every epoch
+    assert not torch.equal(e0[0][1], _epoch(_loader(arrays, seed=4), 0)[0][1])
+
+
+def test_loader_start_resumes_mid_epoch(arrays):
+    loader = _loader(arrays)
+    e2 = _epoch(loader, 2)
+    assert _same(_epoch(loader, 2, start=5), e2[5:])
+    assert _epoch(loader, 2, start=len(loader)) == []
+    with pytest.raises(ValueError):
+        _epoch(loader, 2, start=len(loader) + 1)
+
+
+def test_loader_rank_slices_make_up_the_global_batch(arrays):
+    loader = _loader(arrays)
+    full = _epoch(loader, 1)
+    r0, r1 = _epoch(loader, 1, rank=0, world_size=2), _epoch(loader, 1, rank=1, world_size=2)
+    assert len(r0) == len(r1) == len(full)
+    for (x, y), (x0, y0), (x1, y1) in zip(full, r0, r1):
+        assert len(y0) == len(y1) == 32
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    with pytest.raises(ValueError):
+        _epoch(loader, 0, world_size=3)  # 64 is not divisible by 3
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_loader_visits_each_image_at_most_once(arrays, drop_last):
+    loader = _loader(arrays, drop_last=drop_last)
+    for e in range(2):
+        ids = torch.cat([y for _, y in loader.epoch(e)])
+        assert len(ids) == len(set(ids.tolist())) == (N // 64 * 64 if drop_last else N)
+    assert len(loader) == (N // 64 if drop_last else -(-N // 64))
+
+
+def test_loader_without_augmentation_gives_the_images(arrays):
+    images, _, mean, std = arrays
+    for x, y in _loader(arrays, augment=False).epoch(0):
+        assert torch.allclose(x, normalize(images[y], mean, std))
+
+
+def test_loader_augments_through_random_crop_flip(arrays):
+    # The documented contract: epoch e's batches are normalize(random_crop_flip(images[perm])) in
+    # slices, perm and crops drawn from one generator seeded with seed * 1_000_003 + e.
+    images, ids, mean, std = arrays
+    g = torch.Generator().manual_seed(3 * 1_000_003 + 4)
+    perm = torch.randperm(N, generator=g)
+    expected = normalize(random_crop_flip(images[perm], generator=g), mean, std)
+    for b, (x, y) in enumerate(_loader(arrays).epoch(4)):
+        assert torch.equal(y, perm[b * 64:(b + 1) * 64])
+        assert torch.allclose(x, expected[b * 64:(b + 1) * 64])
+
+
+def test_iterate_batches_in_order(arrays):
+    images, ids, mean, std = arrays
+    batches = list(iterate_batches(images, ids, batch_size=300, mean=mean, std=std))
+    assert [len(y) for _, y in batches] == [300, 300, 300, 100]
+    assert torch.equal(torch.cat([y for _, y in batches]), ids)
+    assert torch.allclose(torch.cat([x for x, _ in batches]), normalize(images, mean, std))
+
+
+def test_fixture_is_learnable(cifar_data):
+    # The class means of the synthetic images differ strongly: a nearest-class-mean classifier on
+    # the training set already does well on the test set, so small networks learn quickly.
+    x = cifar_data.train_images.float().mean((2, 3))
+    centres = torch.stack([x[cifar_data.train_labels == c].mean(0) for c in range(10)])
+    xt = cifar_data.test_images.float().mean((2, 3))
+    pred = torch.cdist(xt, centres).argmin(1)
+    assert (pred == cifar_data.test_labels).float().mean() > 0.9
+    assert len(cifar_data.train_labels) == 1000 and len(cifar_data.test_labels) == 200
+    assert torch.bincount(cifar_data.train_labels, minlength=10).tolist() == [100] * 10
+
+
+# -- the augmentation figure and the benchmark's error path ------------------------------------------
+
+def test_plot_augmentation_draws_through_the_loader_code(tiny_cifar_root, tmp_path):
+    from matplotlib.figure import Figure
+
+    from resnet.plots import augmentation_figure, plot_augmentation, save_figure
+
+    d = load_cifar10(tiny_cifar_root)
+    fig = plot_augmentation(d.train_images[:2], ["first", "second"], num_random=1)
+    assert isinstance(fig, Figure)
+    axes = fig.axes
+    assert len(axes) == 2 * 5
+    shown = [np.asarray(ax.images[0].get_array()) for ax in axes]
+    assert np.array_equal(shown[0], d.train_images[0].permute(1, 2, 0).numpy())  # original
+    assert np.array_equal(shown[1], d.train_images[0].flip(-1).permute(1, 2, 0).numpy())  # flipped
+    assert axes[0].get_ylabel() == "first" and axes[5].get_ylabel() == "second"
+    path = save_figure(fig, tmp_path / "figs" / "aug.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["aug.png"]  # no temporary file left
+    fig = augmentation_figure(d, tmp_path / "figs" / "aug2.png", num_classes=3)
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == list(CLASSES[:3])
+    assert "unverified copy" in fig.get_suptitle()
+
+
+def test_benchmark_reports_missing_data_without_a_traceback(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data_throughput.py"
+    spec = importlib.util.spec_from_file_location("data_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--data-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: CIFAR-10 not found") and "Traceback" not in err
