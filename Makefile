@@ -27,6 +27,9 @@ figures: $(STAMP)
 
 ## rerun every experiment at the paper's schedule, then redraw the figures (see README for timings)
 reproduce: $(STAMP)
+	@echo "make reproduce: every experiment at the paper's schedule (64k iterations, batch 128): 20 networks."
+	@echo "  On a 2-core CPU that is weeks (ResNet-20 alone: about 4 hours; see README). On one GPU: see README."
+	@echo "  Runs resume where they stopped: interrupt at will and run 'make reproduce' again."
 	$(PY) experiments/degradation.py --with-110 --download --jobs $(JOBS)
 	$(PY) experiments/shortcuts.py --download --jobs $(JOBS)
 	$(PY) experiments/layer_responses.py --download

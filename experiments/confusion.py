@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import make_figures
 import torch
-from resnet import analysis, cli
-from resnet import data as cifar
+from resnet import analysis, cli, models
 from resnet import train as engine
 
 
@@ -23,11 +22,11 @@ def main() -> int:
     parser.add_argument("--arch", default="resnet20")
     parser.add_argument("--recipe", default="tutorial", choices=tuple(engine.RECIPES))
     args = parser.parse_args()
-    if args.arch not in engine.models.ARCHS:
-        raise engine.ConfigError(f"unknown --arch {args.arch!r}")
+    if args.arch not in models.ARCHS:
+        raise engine.ConfigError(f"unknown --arch {args.arch!r}; choose one of {', '.join(models.ARCHS)}")
     jobs = cli.sweep_jobs([engine.RECIPES[args.recipe](args.arch)], args)
-    cli.run_jobs(jobs, args)
-    data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir))
+    data = engine.load_data(args.data_dir, download=args.download)  # checked before any run starts
+    cli.run_jobs(jobs, args, data=data)
     root = cli.results_root(args)
     for job in jobs:
         summary = engine.summary_of(job.out)
@@ -44,7 +43,7 @@ def main() -> int:
             "selection": summary["selection"], "classes": list(data.classes), "matrix": matrix.tolist(),
             "per_class_accuracy": dict(zip(data.classes, analysis.per_class_accuracy(matrix).round(4).tolist())),
             "test_error": float((preds != labels).float().mean()), "test_images": n,
-            "summary_test_error": summary["final_test_error"], "schedule": summary["schedule"],
+            "summary_test_error": summary["final_test_error"], "schedule": engine.describe_schedule(job.config),
             "data": summary["data"], "data_fingerprint": data.fingerprint, "git_commit": engine.git_commit(),
         }
         engine.write_json(root / "confusion" / f"{job.out.name}.json", record)

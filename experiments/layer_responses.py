@@ -14,7 +14,6 @@ from __future__ import annotations
 import make_figures
 import torch
 from resnet import analysis, cli
-from resnet import data as cifar
 from resnet import train as engine
 
 ARCHS = ("plain20", "plain56", "resnet20", "resnet56")
@@ -25,10 +24,12 @@ def main() -> int:
     parser.add_argument("--with-110", action="store_true", help="also ResNet-110 (with its warm-up)")
     args = parser.parse_args()
     archs = ARCHS + (("resnet110",) if args.with_110 else ())
-    args.seeds = 1  # one network per depth, as in the paper's figure
+    if args.seeds != 1:
+        print("layer_responses: one network per depth (seed 0), as in the paper's Figure 7; --seeds ignored")
+        args.seeds = 1
     jobs = cli.sweep_jobs([engine.paper_config(a) for a in archs], args)
-    cli.run_jobs(jobs, args)
-    data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir))
+    data = engine.load_data(args.data_dir, download=args.download)  # checked before any run starts
+    cli.run_jobs(jobs, args, data=data)
     records = []
     for job in jobs:
         summary = engine.summary_of(job.out)
@@ -38,7 +39,8 @@ def main() -> int:
         model, state = engine.load_trained(job.out)
         n = job.config.test_subset or len(data.test_labels)
         stds = analysis.layer_response_std(model, data.test_images[:n], mean=state["mean"], std=state["std"])
-        records.append(analysis.responses_record(stds, run_dir=job.out, summary=summary) | {"test_images": n})
+        records.append(analysis.responses_record(stds, run_dir=job.out, summary=summary)
+                       | {"test_images": n, "schedule": engine.describe_schedule(job.config)})
         print(f"{job.out.name}: {len(stds)} layers, mean std {stds.mean():.3f}")
     root = cli.results_root(args)
     engine.write_json(root / "layer_responses.json", {"runs": records, "git_commit": engine.git_commit()})

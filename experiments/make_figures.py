@@ -35,19 +35,23 @@ def figures_dir_for(results_root: Path) -> Path:
 
 def _label(runs: pd.DataFrame, quick: bool) -> str:
     """'<schedule> · <data>' from the records themselves, e.g. for titles."""
-    schedule = runs["schedule"].mode().iloc[0] if "schedule" in runs else "?"
+    configs = [json.loads(Path(p, "config.json").read_text())["config"] for p in runs["path"]]
+    schedules = [engine.describe_schedule(engine.RunConfig.from_dict(c)) for c in configs]
+    schedule = max(set(schedules), key=schedules.count)
     data = runs["data"].mode().iloc[0] if "data" in runs else "?"
     return f"{'quick run: ' if quick else ''}{schedule} · {data}"
 
 
 def _is_quick(results_root: Path) -> bool:
-    return Path(results_root).resolve().name == "quick"
+    """Whether the runs under ``results_root`` are quick runs, decided from their own configs."""
+    configs = [json.loads(p.read_text())["config"] for p in Path(results_root, "runs").glob("*/config.json")]
+    return bool(configs) and all(engine.is_quick(engine.RunConfig.from_dict(c)) for c in configs)
 
 
 def _write_table(df: pd.DataFrame, path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path.with_suffix(".csv"), index=False)
-    md = f"{title}\n\n{df.to_markdown(index=False)}\n"
+    engine.atomic_write_bytes(path.with_suffix(".csv"), df.to_csv(index=False).encode())
+    md = f"{title}\n\n{df.to_markdown(index=False, disable_numparse=True)}\n"
     engine.atomic_write_bytes(path.with_suffix(".md"), md.encode())
 
 
@@ -150,6 +154,9 @@ BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
 def build(results_root: Path, *, only: Iterable[str] | None = None, out: Path | None = None) -> list[Path]:
     """Draw the figures and tables of ``results_root`` (all of them, or ``only`` those named)."""
     out = Path(out) if out is not None else figures_dir_for(results_root)
+    unknown = set(only or ()) - set(BUILDERS)
+    if unknown:
+        raise ValueError(f"unknown figure(s) {', '.join(sorted(unknown))}; known: {', '.join(BUILDERS)}")
     made: list[Path] = []
     for name in only or BUILDERS:
         files = BUILDERS[name](Path(results_root), out)

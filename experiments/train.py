@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from resnet import cli, models
 from resnet import train as engine
 
@@ -43,6 +45,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (on a busy shared CPU, 1 is often fastest)")
     return p.parse_args()
 
 
@@ -65,6 +69,10 @@ def build_config(args: argparse.Namespace) -> engine.RunConfig:
 
 def main() -> int:
     args = parse_args()
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise engine.ConfigError(f"--threads must be positive; got {args.threads}")
+        torch.set_num_threads(args.threads)
     cfg = build_config(args)
     trainer = engine.Trainer(cfg, data_dir=args.data_dir, out=args.out, device=args.device,
                              checkpoint_every=args.checkpoint_every, resume=args.resume, compile=args.compile,

@@ -98,6 +98,6 @@ def sweep_jobs(configs: Sequence[engine.RunConfig], args: argparse.Namespace) ->
     return jobs
 
 
-def run_jobs(jobs: Sequence[engine.Job], args: argparse.Namespace, **extra: Any) -> list[dict[str, Any]]:
-    return engine.run_sweep(jobs, n_jobs=args.jobs, data_dir=args.data_dir, device=args.device,
-                            download=args.download, compile=args.compile, **extra)
+def run_jobs(jobs: Sequence[engine.Job], args: argparse.Namespace, *, data: Any = None) -> list[dict[str, Any]]:
+    return engine.run_sweep(jobs, n_jobs=args.jobs, data=data, data_dir=args.data_dir, device=args.device,
+                            download=args.download, compile=args.compile)

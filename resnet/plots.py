@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 
 from resnet import data as cifar
 
-__all__ = ["STYLE", "augmentation_figure", "plot_augmentation", "save_figure", "styled"]
+__all__ = ["STYLE", "augmentation_figure", "plot_augmentation", "plot_confusion", "plot_degradation",
+           "plot_layer_responses", "plot_shortcuts", "save_figure", "styled"]
 
 DPI = 150
 
@@ -139,4 +140,127 @@ def augmentation_figure(data: cifar.CIFAR10, path: str | os.PathLike | None = No
                             padding=padding, seed=seed, dataset=str(cifar.describe(data)["name"]))
     if path is not None:
         save_figure(fig, path)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's figures, from run records
+
+#: One colour per depth, shared by every figure so that "56 layers" looks the same everywhere.
+DEPTH_COLORS = {20: "#1f77b4", 32: "#2ca02c", 44: "#ff7f0e", 56: "#d62728", 110: "#9467bd", 1202: "#8c564b"}
+
+
+def _depth(arch: str) -> int:
+    return int("".join(c for c in arch if c.isdigit()))
+
+
+def _mean_curve(logs: Sequence, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Iterations and the mean of ``column`` (in %) over the seeds' logs, on their common iterations."""
+    common = functools.reduce(np.intersect1d, [np.asarray(log["iteration"]) for log in logs])
+    values = [np.asarray(log.set_index("iteration").loc[common, column], dtype=float) for log in logs]
+    return common, 100 * np.mean(values, axis=0)
+
+
+@styled
+def plot_degradation(curves: dict, *, title: str = "") -> Figure:
+    """Paper Figure 6: training error (thin dashed) and test error (bold) against iterations; plain
+    networks on the left, ResNets on the right, on the same axes. ``curves`` maps an arch name
+    ("plain20", "resnet56", ...) to the list of its seeds' log tables (pandas, as in log.csv);
+    several seeds are averaged."""
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    ymax = 0.0
+    for ax, family, name in ((axes[0], "plain", "plain"), (axes[1], "resnet", "ResNet")):
+        archs = sorted((a for a in curves if a.startswith(family)), key=_depth)
+        for arch in archs:
+            depth, logs = _depth(arch), curves[arch]
+            color = DEPTH_COLORS.get(depth, "black")
+            it, train = _mean_curve(logs, "train_error")
+            _, test = _mean_curve(logs, "test_error")
+            seeds = f" ({len(logs)} seeds)" if len(logs) > 1 else ""
+            ax.plot(it, train, "--", lw=0.9, color=color)
+            ax.plot(it, test, "-", lw=2.0, color=color, label=f"{name}-{depth}{seeds}")
+            ymax = max(ymax, float(np.nanmax(train[len(train) // 4:])), float(np.nanmax(test[len(test) // 4:])))
+        ax.set_title(f"{name} networks" if archs else f"{name} networks (no runs)")
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if archs:
+            ax.legend(loc="best", title="bold: test, dashed: train")
+    axes[0].set_ylabel("error (%)")
+    axes[0].set_ylim(0, min(100, 1.15 * ymax) if ymax > 0 else 100)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+@styled
+def plot_shortcuts(table, *, title: str = "") -> Figure:
+    """Final test error against depth, one line per shortcut option (A, B, C); error bars are the
+    standard deviation over seeds where there are several. ``table`` is analysis.seed_table's output."""
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    styles = {"A": ("o", "-"), "B": ("s", "--"), "C": ("^", ":")}
+    for option in ("A", "B", "C"):
+        rows = table[table["shortcut"] == option].sort_values("depth")
+        if rows.empty:
+            continue
+        marker, line = styles[option]
+        err = rows["error_std"].fillna(0).to_numpy()
+        ax.errorbar(rows["depth"], rows["error_mean"], yerr=err if err.any() else None, marker=marker,
+                    linestyle=line, capsize=3, label=f"option {option}")
+    ax.set_xticks(sorted(set(table["depth"])))
+    ax.set_xlabel("layers")
+    ax.set_ylabel("test error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="shortcut")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+@styled
+def plot_confusion(matrix, classes: Sequence[str], *, title: str = "") -> Figure:
+    """The confusion matrix as a seaborn heatmap (rows: true class, columns: predicted), with counts,
+    and each class's accuracy beside its row label."""
+    import seaborn as sns
+
+    matrix = np.asarray(matrix)
+    acc = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+    fig = Figure(figsize=(7.5, 6.2), layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, square=True, ax=ax,
+                xticklabels=list(classes), yticklabels=[f"{c} ({a:.0%})" for c, a in zip(classes, acc)],
+                annot_kws={"fontsize": 7})
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (per-class accuracy)")
+    ax.tick_params(axis="x", rotation=45)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+@styled
+def plot_layer_responses(stds: dict, *, title: str = "") -> Figure:
+    """Paper Figure 7: the standard deviation of each 3x3 layer's response (after BN, before the
+    addition and the ReLU); top: in layer order, bottom: sorted by magnitude. ``stds`` maps an
+    arch name to its list of per-layer standard deviations."""
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1)
+    for arch in sorted(stds, key=lambda a: (not a.startswith("plain"), _depth(a))):
+        values = np.asarray(stds[arch], dtype=float)
+        depth = _depth(arch)
+        name = f"{'plain' if arch.startswith('plain') else 'ResNet'}-{depth}"
+        style = dict(color=DEPTH_COLORS.get(depth, "black"), lw=1.3,
+                     ls="--" if arch.startswith("plain") else "-")
+        layers = np.arange(1, len(values) + 1)
+        top.plot(layers, values, label=name, **style)
+        bottom.plot(layers, np.sort(values)[::-1], label=name, **style)
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        ax.grid(alpha=0.3)
+        ax.legend(ncols=2)
+    if title:
+        fig.suptitle(title)
     return fig

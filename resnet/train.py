@@ -191,10 +191,16 @@ def quick(config: RunConfig) -> RunConfig:
     return config.replace(**(QUICK_TUTORIAL if config.recipe == "tutorial" else QUICK))
 
 
+def is_quick(config: RunConfig) -> bool:
+    """True for a config on the quick schedule: what figures drawn from its records must say."""
+    return quick(config) == config
+
+
 def describe_schedule(config: RunConfig) -> str:
     """A one-line description of a run's schedule and data, for figure titles and tables."""
     data = f"{config.train_subset:,} training images" if config.train_subset else "all training images"
-    return f"{config.iterations:,} iterations, batch {config.batch_size}, {data}"
+    test = f", first {config.test_subset:,} test images" if config.test_subset else ""
+    return f"{config.iterations:,} iterations, batch {config.batch_size}, {data}{test}"
 
 
 def learning_rate(iteration: int, config: RunConfig, *, warmup_end: int | None = None) -> float:
@@ -581,7 +587,7 @@ class Trainer:
             val = (evaluate(self.model, self.val_images, self.val_labels, mean=self.mean, std=self.std)
                    if self.val_images is not None else None)
             row = {"iteration": self.iteration, "epoch": round(self.iteration / self.batches_per_epoch, 3),
-                   "lr": learning_rate(self.iteration - 1, cfg, warmup_end=self.warmup_end),
+                   "lr": float(f"{learning_rate(self.iteration - 1, cfg, warmup_end=self.warmup_end):.8g}"),
                    "train_loss": round(train_loss, 6), "train_error": round(train_error, 6),
                    "val_error": None if val is None else round(val["error"], 6),
                    "test_loss": round(test["loss"], 6), "test_error": round(test["error"], 6),
@@ -786,7 +792,8 @@ class SweepOptions:
 _DATA_CACHE: dict[str, cifar.CIFAR10] = {}
 
 
-def _load_cached(data_dir: str | None, download: bool) -> cifar.CIFAR10:
+def load_data(data_dir: str | None = None, *, download: bool = False) -> cifar.CIFAR10:
+    """CIFAR-10 from ``data_dir`` (or $CIFAR10_ROOT, or ./data), read once per process."""
     root = str(cifar.resolve_data_dir(data_dir))
     if root not in _DATA_CACHE:
         _DATA_CACHE[root] = cifar.load_cifar10(root, download=download)
@@ -799,7 +806,7 @@ def _run_job(job: Job, opts: SweepOptions) -> dict[str, Any]:
         torch.set_num_threads(opts.threads)
     resume = (job.out / "checkpoint.pt").exists() or (job.out / "summary.json").exists()
     try:
-        return Trainer(job.config, data=_load_cached(opts.data_dir, opts.download), out=job.out,
+        return Trainer(job.config, data=load_data(opts.data_dir, download=opts.download), out=job.out,
                        device=opts.device, resume=resume, compile=opts.compile, progress=opts.progress,
                        **opts.extra).run()
     except Diverged as e:
@@ -808,18 +815,22 @@ def _run_job(job: Job, opts: SweepOptions) -> dict[str, Any]:
         return {"status": "error", "message": str(e), "out": str(job.out)}
 
 
-def run_sweep(jobs: Sequence[Job], *, n_jobs: int = 1, **options: Any) -> list[dict[str, Any]]:
+def run_sweep(jobs: Sequence[Job], *, n_jobs: int = 1, data: cifar.CIFAR10 | None = None,
+              **options: Any) -> list[dict[str, Any]]:
     """Run ``jobs`` as independent runs, ``n_jobs`` processes at once, skipping finished ones, so running an
     interrupted sweep again resumes it. Returns one summary per job, in order. On one GPU, several
-    processes raise the total throughput of small networks (see benchmarks/)."""
+    processes raise the total throughput of small networks (see benchmarks/). ``data``, when given, is
+    used by runs in this process; worker processes read the data from ``data_dir``."""
     opts = SweepOptions(**options)
+    if data is not None:
+        _DATA_CACHE[str(cifar.resolve_data_dir(opts.data_dir))] = data
     todo = [j for j in jobs if not run_finished(j.out, j.config)]
     skipped = len(jobs) - len(todo)
     if skipped:
         print(f"sweep: {skipped} of {len(jobs)} runs already finished, skipped", file=sys.stderr)
     if todo:
         # the data set is loaded (and checked) once up front, so a missing data set fails before any run starts
-        _load_cached(opts.data_dir, opts.download)
+        load_data(opts.data_dir, download=opts.download)
     if n_jobs <= 1 or len(todo) <= 1:
         for job in todo:
             _report(job, _run_job(job, opts))
@@ -851,6 +862,6 @@ def summary_of(out: Path) -> dict[str, Any]:
 
 __all__ = [
     "RunConfig", "ConfigError", "Diverged", "RunFolderError", "paper_config", "tutorial_config", "RECIPES",
-    "QUICK", "quick", "learning_rate", "evaluate", "Trainer", "train", "load_trained", "Job", "run_sweep",
+    "QUICK", "quick", "is_quick", "load_data", "learning_rate", "evaluate", "Trainer", "train", "load_trained", "Job", "run_sweep",
     "default_run_dir", "run_finished", "write_json", "read_json", "git_commit",
 ]
