@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, bps, n, s in rows:
         print(f"{name:<36} {bps:9.1f} batches/s  ({n} batches in {s:.2f} s)")
     print(f"ratio: {ratio:.1f}x")
-    print(json.dumps({
+    record = {
         "benchmark": "data_throughput", "batch_size": args.batch_size, "epochs": args.epochs,
         "ours_device": str(device), "ours_batches_per_s": round(ours_bps, 1),
         "reference": f"torchvision per-sample PIL pipeline, DataLoader with {args.workers} workers",
@@ -126,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_s": round(load_s, 3), "fingerprint": data.fingerprint, "images": len(data.train_labels),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-    }))
+        "command": shlex.join(["python", "benchmarks/data_throughput.py", *sys.argv[1:]]),
+    }
+    print(json.dumps(record))
+    # the record beside the other benchmarks' (atomically: a crash never leaves half a file)
+    from resnet.train import write_json
+    write_json(Path(__file__).resolve().parent / "results" / f"data_throughput_{device.type}.json", record)
     return 0
 
 

@@ -54,6 +54,9 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from data_throughput import PerSampleCIFAR10  # noqa: E402  (the reference Dataset, defined once)
 
 from resnet import cli, models  # noqa: E402
 from resnet import data as cifar  # noqa: E402
@@ -61,23 +64,6 @@ from resnet import train as engine  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BATCH_SIZE = 128
-
-
-class PerSampleCIFAR10(torch.utils.data.Dataset):
-    """torchvision.datasets.CIFAR10's __getitem__ over in-memory arrays (HWC uint8, as it stores them)."""
-
-    def __init__(self, images_hwc: np.ndarray, labels: np.ndarray, transform):
-        self.data, self.targets, self.transform = images_hwc, labels.tolist(), transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        img, target = self.data[index], self.targets[index]
-        img = Image.fromarray(img)
-        return self.transform(img), target
 
 
 def _sync(device: torch.device) -> None:

@@ -12,7 +12,6 @@ recipe's ResNet-56 (the degradation experiment's run, if it has finished). Rows 
 from __future__ import annotations
 
 import make_figures
-import torch
 from resnet import analysis, cli, models
 from resnet import train as engine
 
@@ -28,12 +27,7 @@ def main() -> int:
     data = engine.load_data(args.data_dir, download=args.download)  # checked before any run starts
     cli.run_jobs(jobs, args, data=data)
     root = cli.results_root(args)
-    for job in jobs:
-        summary = engine.summary_of(job.out)
-        if summary.get("status") != "finished":
-            print(f"{job.out.name}: not finished ({summary.get('status')}); no confusion matrix")
-            continue
-        model, state = engine.load_trained(job.out)
+    for job, summary, model, state in cli.trained_runs(jobs, purpose="no confusion matrix"):
         n = job.config.test_subset or len(data.test_labels)
         images, labels = data.test_images[:n], data.test_labels[:n]
         preds = analysis.predict(model, images, mean=state["mean"], std=state["std"])
@@ -55,5 +49,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     cli.main_guard(main)

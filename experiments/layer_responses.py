@@ -12,7 +12,6 @@ smaller than plain nets', and deeper ResNets' smaller still: the residual functi
 from __future__ import annotations
 
 import make_figures
-import torch
 from resnet import analysis, cli
 from resnet import train as engine
 
@@ -31,12 +30,7 @@ def main() -> int:
     data = engine.load_data(args.data_dir, download=args.download)  # checked before any run starts
     cli.run_jobs(jobs, args, data=data)
     records = []
-    for job in jobs:
-        summary = engine.summary_of(job.out)
-        if summary.get("status") != "finished":
-            print(f"{job.out.name}: not finished ({summary.get('status')}); left out of Figure 7")
-            continue
-        model, state = engine.load_trained(job.out)
+    for job, summary, model, state in cli.trained_runs(jobs, purpose="left out of Figure 7"):
         n = job.config.test_subset or len(data.test_labels)
         stds = analysis.layer_response_std(model, data.test_images[:n], mean=state["mean"], std=state["std"])
         records.append(analysis.responses_record(stds, run_dir=job.out, summary=summary)
@@ -49,5 +43,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     cli.main_guard(main)

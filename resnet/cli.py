@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -101,3 +101,14 @@ def sweep_jobs(configs: Sequence[engine.RunConfig], args: argparse.Namespace) ->
 def run_jobs(jobs: Sequence[engine.Job], args: argparse.Namespace, *, data: Any = None) -> list[dict[str, Any]]:
     return engine.run_sweep(jobs, n_jobs=args.jobs, data=data, data_dir=args.data_dir, device=args.device,
                             download=args.download, compile=args.compile)
+
+
+def trained_runs(jobs: Sequence[engine.Job], *, purpose: str) -> Iterator[tuple[engine.Job, dict[str, Any], Any, dict]]:
+    """(job, summary, model, saved state) for each finished job, in eval mode on the CPU; a note for the rest."""
+    for job in jobs:
+        summary = engine.summary_of(job.out)
+        if summary.get("status") != "finished":
+            print(f"{job.out.name}: not finished ({summary.get('status')}); {purpose}")
+            continue
+        model, state = engine.load_trained(job.out)
+        yield job, summary, model, state

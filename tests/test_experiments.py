@@ -91,3 +91,50 @@ def test_bad_arguments_exit_2_without_traceback(ran, case):
     flag = BAD_ARGS[case][0]
     assert f"argument {flag}" in proc.stderr
     assert not results.exists()
+
+
+# ------------------------------------------------------------------------------ the scripts, end to end
+# Each experiment's main() runs in this process with its --quick schedule shrunk to a few iterations on
+# the synthetic fixture (the real quick schedule needs 10,000 training images): the same code path a
+# user's `--quick` takes, from the sweep to the records and the figure.
+TINY = dict(iterations=4, milestones=(2,), eval_every=2, train_subset=256, test_subset=64, batch_size=32)
+TINY_TUTORIAL = dict(iterations=6, eval_every=2, train_subset=256, val_size=200, test_subset=64, batch_size=32,
+                     patience=5, max_epochs=50)
+
+
+@pytest.fixture()
+def tiny_quick(monkeypatch):
+    from resnet import train as engine
+    monkeypatch.setattr(engine, "QUICK", TINY)
+    monkeypatch.setattr(engine, "QUICK_TUTORIAL", TINY_TUTORIAL)
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _main(script: str, monkeypatch, *args) -> None:
+    import importlib
+    module = importlib.import_module(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, args)])
+    assert module.main() == 0
+
+
+def test_confusion_and_layer_responses_end_to_end(tiny_quick, monkeypatch, cifar_root, tmp_path):
+    import json
+    results = tmp_path / "results"
+    common = ("--quick", "--data-dir", cifar_root, "--results", results, "--device", "cpu")
+    _main("confusion", monkeypatch, *common)
+    record = json.loads((results / "confusion" / "resnet20-A-tutorial-s0.json").read_text())
+    assert record["selection"] == "validation" and record["test_images"] == 64
+    assert sum(map(sum, record["matrix"])) == 64
+    assert record["test_error"] == record["summary_test_error"]  # the same model, the same images
+    assert (results / "figures" / "confusion_resnet20-A-tutorial-s0.png").stat().st_size > 10_000
+
+    _main("layer_responses", monkeypatch, *common)
+    runs = json.loads((results / "layer_responses.json").read_text())["runs"]
+    assert [r["arch"] for r in runs] == ["plain20", "plain56", "resnet20", "resnet56"]
+    assert [len(r["stds"]) for r in runs] == [19, 55, 19, 55]
+    assert (results / "figures" / "fig7_layer_responses.png").exists()
