@@ -125,7 +125,7 @@ def confusion(results_root: Path, out: Path) -> list[Path]:
         rec = json.loads(record_path.read_text())
         quick = "quick run: " if _is_quick(results_root) else ""
         title = (f"Confusion matrix: {rec['run']} ({rec['selection']}), test error {100 * rec['test_error']:.2f}%\n"
-                 f"{quick}{rec['schedule']} · {rec['data']}, {rec['test_images']:,} test images")
+                 f"{quick}{rec['schedule']} · {rec['data']}")
         fig = plots.plot_confusion(rec["matrix"], rec["classes"], title=title)
         made.append(plots.save_figure(fig, out / f"confusion_{rec['run']}.png"))
     return made

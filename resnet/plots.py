@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import textwrap
 import pathlib
 from collections.abc import Sequence
 
@@ -150,6 +151,12 @@ def augmentation_figure(data: cifar.CIFAR10, path: str | os.PathLike | None = No
 DEPTH_COLORS = {20: "#1f77b4", 32: "#2ca02c", 44: "#ff7f0e", 56: "#d62728", 110: "#9467bd", 1202: "#8c564b"}
 
 
+def _wrap(title: str, fig: Figure) -> str:
+    """``title`` with each line wrapped to the figure's width, so no part of a long title is cut off."""
+    chars = int(fig.get_figwidth() * 13)
+    return "\n".join(textwrap.fill(line, chars) for line in title.splitlines())
+
+
 def _depth(arch: str) -> int:
     return int("".join(c for c in arch if c.isdigit()))
 
@@ -189,7 +196,7 @@ def plot_degradation(curves: dict, *, title: str = "") -> Figure:
     axes[0].set_ylabel("error (%)")
     axes[0].set_ylim(0, min(100, 1.15 * ymax) if ymax > 0 else 100)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrap(title, fig))
     return fig
 
 
@@ -214,7 +221,7 @@ def plot_shortcuts(table, *, title: str = "") -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(title="shortcut")
     if title:
-        ax.set_title(title)
+        ax.set_title(_wrap(title, fig))
     return fig
 
 
@@ -235,7 +242,7 @@ def plot_confusion(matrix, classes: Sequence[str], *, title: str = "") -> Figure
     ax.set_ylabel("true class (per-class accuracy)")
     ax.tick_params(axis="x", rotation=45)
     if title:
-        ax.set_title(title)
+        ax.set_title(_wrap(title, fig))
     return fig
 
 
@@ -262,5 +269,5 @@ def plot_layer_responses(stds: dict, *, title: str = "") -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(ncols=2)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrap(title, fig))
     return fig
