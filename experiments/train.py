@@ -82,6 +82,8 @@ def main() -> int:
         print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
         print(f"data: {trainer.data.root} (fingerprint {trainer.data.fingerprint}); device: {trainer.device}")
     summary = trainer.run()
+    if trainer.world_size > 1:
+        torch.distributed.destroy_process_group()
     if trainer.is_writer:
         print(f"{summary['status']}: test error {summary['final_test_error']:.2%} after "
               f"{summary['iterations_done']} iterations ({summary['selection']}), {summary['wall_time_s']} s")

@@ -5,7 +5,7 @@ that has the data at hand (`augmentation_figure`), never by `make figures`.
 
 Safe anywhere, with or without a display: nothing here uses pyplot or touches the backend, so there
 is no global figure state and no plt.show(). Every plotting function builds and returns a
-matplotlib Figure (a notebook displays it as it is); `save_figure(fig, path)` writes it as a PNG at
+matplotlib Figure (a notebook shows it with `display(fig)` under `%matplotlib inline`); `save_figure` writes a PNG at
 150 dpi, atomically (a temporary file, then os.replace), so a figure on disk is never half-written.
 """
 

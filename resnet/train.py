@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -786,7 +786,6 @@ class SweepOptions:
     compile: bool = False
     progress: bool = True
     threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _DATA_CACHE: dict[str, cifar.CIFAR10] = {}
@@ -807,8 +806,7 @@ def _run_job(job: Job, opts: SweepOptions) -> dict[str, Any]:
     resume = (job.out / "checkpoint.pt").exists() or (job.out / "summary.json").exists()
     try:
         return Trainer(job.config, data=load_data(opts.data_dir, download=opts.download), out=job.out,
-                       device=opts.device, resume=resume, compile=opts.compile, progress=opts.progress,
-                       **opts.extra).run()
+                       device=opts.device, resume=resume, compile=opts.compile, progress=opts.progress).run()
     except Diverged as e:
         return {"status": "diverged", "message": str(e), "out": str(job.out)}
     except (ConfigError, RunFolderError) as e:

@@ -1,0 +1,122 @@
+"""The six teaching notebooks: committed executed, calling the package rather than re-implementing it,
+and executing top to bottom without error.
+
+Each notebook is executed in the notebooks folder (so relative paths resolve as they do in Jupyter) on the
+synthetic CIFAR-10 of the `cifar_root` fixture (passed through $CIFAR10_ROOT), with the source of its
+"parameters"-tagged cell replaced by the SMOKE values below, so that every quick training run is a few
+iterations on a few hundred images. The executed copy stays in memory: the committed notebooks, executed
+on the real data with their default parameters, are never overwritten.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+EXPECTED = [
+    "01_data_and_augmentation.ipynb",
+    "02_residual_blocks_and_shortcuts.ipynb",
+    "03_degradation.ipynb",
+    "04_shortcut_ablation.ipynb",
+    "05_confusion_matrix.ipynb",
+    "06_layer_responses.ipynb",
+]
+
+#: Smoke values for every knob a parameters cell may define. A knob missing here fails the test, so that no
+#: notebook can run its default (minutes-long) quick mode inside the test suite.
+SMOKE = {
+    "ITERATIONS": 4,
+    "EVAL_EVERY": 2,
+    "TRAIN_SUBSET": 256,  # of the fixture's 1000 training images
+    "VAL_SIZE": 200,
+    "TEST_SUBSET": 64,  # of the fixture's 200 test images
+    "BATCH_SIZE": 32,
+    "PROBE_ITERATIONS": 2,
+}
+
+# A cell trains when it calls the training engine.
+TRAINS = re.compile(r"\b(train|run_sweep|Trainer)\(")
+# Notebooks call the package; they do not define functions or classes of their own.
+DEFINES = re.compile(r"^\s*(async\s+def|def|class)\s", re.MULTILINE)
+
+
+def _ids(path: Path) -> str:
+    return path.stem
+
+
+def _code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _parameters_cell(nb):
+    tagged = [c for c in _code_cells(nb) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) <= 1, "more than one cell is tagged 'parameters'"
+    return tagged[0] if tagged else None
+
+
+def _smoke_source(source: str) -> str:
+    """The parameters cell with every assignment replaced by its SMOKE value."""
+    lines = []
+    for node in ast.parse(source).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        assert isinstance(target, ast.Name), f"parameters: plain assignments only, got {ast.unparse(node)}"
+        name = target.id
+        assert name in SMOKE, f"parameter {name} has no smoke value in tests/test_notebooks.py SMOKE"
+        lines.append(f"{name} = {SMOKE[name]!r}")
+    return "\n".join(lines)
+
+
+def test_the_six_notebooks():
+    assert [p.name for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_committed_executed(path):
+    """Committed with outputs: every code cell ran, in order, and none of them failed."""
+    nb = nbformat.read(path, as_version=4)
+    cells = _code_cells(nb)
+    counts = [c.execution_count for c in cells]
+    assert all(n is not None for n in counts), f"{path.name}: not every code cell was executed"
+    assert counts == sorted(counts), f"{path.name}: cells were not executed top to bottom"
+    assert any(c.outputs for c in cells), f"{path.name}: no outputs"
+    errors = [o for c in cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: committed with an error: {errors[0].ename}: {errors[0].evalue}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_calls_the_package(path):
+    """No function or class definitions in code cells; training notebooks have a parameters cell."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in _code_cells(nb):
+        found = DEFINES.search(cell.source)
+        assert found is None, f"{path.name}: a code cell has {found.group(0).strip()!r}; import from resnet"
+    trains = any(TRAINS.search(c.source) for c in _code_cells(nb))
+    assert not trains or _parameters_cell(nb) is not None, f"{path.name} trains but has no 'parameters' cell"
+    imports = re.compile(r"^\s*(from|import) resnet\b", re.MULTILINE)
+    assert any(imports.search(c.source) for c in _code_cells(nb)), f"{path.name} does not import the package"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_executes(path, cifar_root, monkeypatch):
+    """Top to bottom on the synthetic CIFAR-10, with the smoke parameters; any error fails."""
+    nb = nbformat.read(path, as_version=4)
+    params = _parameters_cell(nb)
+    if params is not None:
+        params.source = _smoke_source(params.source)
+    monkeypatch.setenv("CIFAR10_ROOT", str(cifar_root))  # the kernel inherits this process's environment
+    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugger warning of ipykernel
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
+    client.execute()  # raises CellExecutionError, naming the cell and the traceback, on any error
+    outputs = [o for c in _code_cells(nb) for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "no CIFAR-10 found" not in text, "the kernel did not see CIFAR10_ROOT"
