@@ -28,7 +28,8 @@ figures: $(STAMP)
 ## rerun every experiment at the paper's schedule, then redraw the figures (see README for timings)
 reproduce: $(STAMP)
 	@echo "make reproduce: every experiment at the paper's schedule (64k iterations, batch 128): 20 networks."
-	@echo "  On a 2-core CPU that is weeks (ResNet-20 alone: about 4 hours; see README). On one GPU: see README."
+	@echo "  On a 2-core CPU: about 5 to 6 days (ResNet-20 alone: about 3.7 hours; README, Reproducing)."
+	@echo "  On one GPU: not measured yet (benchmarks/gpu_speed.py is the measurement)."
 	@echo "  Runs resume where they stopped: interrupt at will and run 'make reproduce' again."
 	$(PY) experiments/degradation.py --with-110 --download --jobs $(JOBS)
 	$(PY) experiments/shortcuts.py --download --jobs $(JOBS)
