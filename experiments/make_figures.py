@@ -35,8 +35,7 @@ def figures_dir_for(results_root: Path) -> Path:
 
 def _label(runs: pd.DataFrame, quick: bool) -> str:
     """'<schedule> · <data>' from the records themselves, e.g. for titles."""
-    configs = [json.loads(Path(p, "config.json").read_text())["config"] for p in runs["path"]]
-    schedules = [engine.describe_schedule(engine.RunConfig.from_dict(c)) for c in configs]
+    schedules = [engine.describe_schedule(engine.RunConfig.from_dict(c)) for c in runs["config"]]
     schedule = max(set(schedules), key=schedules.count)
     data = runs["data"].mode().iloc[0] if "data" in runs else "?"
     return f"{'quick run: ' if quick else ''}{schedule} · {data}"

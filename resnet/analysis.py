@@ -42,7 +42,8 @@ def load_runs(results_root: str | Path) -> pd.DataFrame:
         except (OSError, ValueError, KeyError):
             continue
         rows.append({"run": run.parent.name, "path": str(run.parent), "depth": _depth(config["arch"]),
-                     "residual": config["arch"].startswith("resnet"), **{f"cfg_{k}": v for k, v in config.items()},
+                     "residual": config["arch"].startswith("resnet"), "config": config,
+                     **{f"cfg_{k}": v for k, v in config.items()},
                      **summary})
     return pd.DataFrame(rows)
 

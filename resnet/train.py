@@ -382,8 +382,7 @@ class Trainer:
         self.is_writer = self.rank == 0
         self._check_run_folder()
 
-        self.data = data if data is not None else cifar.load_cifar10(cifar.resolve_data_dir(data_dir),
-                                                                     download=download)
+        self.data = data if data is not None else load_data(data_dir, download=download)
         self.code_version = git_commit()  # the code this run was started with
         self.data_name = str(cifar.describe(self.data)["name"])  # e.g. "CIFAR-10 (JPEG re-encoded)"
         self._prepare_data()
