@@ -1,5 +1,17 @@
-"""CIFAR-10: the reader for the official python layout, the download, the 45k/5k split, and the
-batched augmentation and normalisation of the paper (section 4.2).
+"""CIFAR-10: readers for both official layouts (python pickles and binary records), the check that
+names the official release by its content, the download, the 45k/5k split, and the batched
+augmentation and normalisation of the paper (section 4.2).
+
+Where the data is: `resolve_data_dir` takes --data-dir, else $CIFAR10_ROOT, else the repository's
+data/ folder (whatever the current directory). That folder may hold cifar-10-batches-py/ (the python
+version: pickled batches) or cifar-10-batches-bin/ (the binary version: 3,073-byte records), or be one
+of those folders itself; both layouts load to identical tensors.
+
+What the data is: `load_cifar10` hashes every batch once, in the binary release's record format, and
+compares the SHA-1s with the published ones (OFFICIAL_SHA1). All six match: the data is named
+"CIFAR-10" and `verified`; otherwise "CIFAR-10 (modified copy <fingerprint>)", so that no result is
+ever reported under the official name for data that is not the official release. The fingerprint
+(12 hex chars of blake2b over the arrays) identifies the exact contents, whatever the layout.
 
 The whole data set is held once as a uint8 tensor [N, 3, 32, 32] on the device that trains (the GPU
 when there is one). Each epoch is then a handful of tensor operations there: one seeded permutation,
@@ -8,6 +20,7 @@ mirrors the batch, followed by normalisation. There is no per-sample Python and 
 makes it many times faster than torchvision's per-sample pipeline (benchmarks/data_throughput.py).
 
     data = load_cifar10(resolve_data_dir(args.data_dir), download=args.download)
+    print(describe(data)["name"])                                # "CIFAR-10" for the official release
     images = data.train_images.to(device)
     mean, std = normalization_stats(data.train_images)           # training images only
     loader = TrainLoader(images, data.train_labels, mean=mean, std=std, seed=0)
@@ -25,7 +38,7 @@ import math
 import os
 import pathlib
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,9 +49,11 @@ __all__ = [
     "ARCHIVE_MD5",
     "ARCHIVE_URL",
     "BATCHES_DIR",
+    "BIN_BATCHES_DIR",
     "CIFAR10",
     "CLASSES_FALLBACK",
     "DataError",
+    "OFFICIAL_SHA1",
     "TrainLoader",
     "crop_flip",
     "describe",
@@ -51,39 +66,51 @@ __all__ = [
     "train_val_split",
 ]
 
-# The official archive (https://www.cs.toronto.edu/~kriz/cifar.html, "CIFAR-10 python version").
+# The official release (https://www.cs.toronto.edu/~kriz/cifar.html). --download fetches the python
+# version's archive; the binary version is read as well when a copy of it is at hand.
+DATASET_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_FILENAME = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 BATCHES_DIR = "cifar-10-batches-py"
+BIN_BATCHES_DIR = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+BATCH_NAMES = (*TRAIN_FILES, TEST_FILE)  # the batches' names in both layouts (".bin" added in one)
 META_FILE = "batches.meta"
+BIN_SUFFIX = ".bin"
+BIN_META_FILE = "batches.meta.txt"
 ENV_VAR = "CIFAR10_ROOT"
-DEFAULT_DIR = "data"
+#: The data folder when neither --data-dir nor $CIFAR10_ROOT names one: the repository's data/, so a
+#: script finds the same data whatever directory it is started from.
+DEFAULT_DIR = pathlib.Path(__file__).resolve().parent.parent / "data"
 
-#: The official class names, label order 0..9, for code that has no data at hand (figures drawn from
-#: run records). `load_cifar10` takes the names from batches.meta instead.
+#: The official class names, label order 0..9: for code that has no data at hand (figures drawn from
+#: run records), and for a binary-layout copy without batches.meta.txt.
 CLASSES_FALLBACK: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
 
-# md5 sums of the official files (as torchvision lists them): used to name the data in run records,
-# never to reject a copy.
-OFFICIAL_MD5 = {
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
+#: SHA-1 of each batch of the official binary version's files (data_batch_1.bin ...), as Apache MXNet's
+#: gluon.data.vision.CIFAR10 lists them. load_cifar10 hashes every batch in that record format (per
+#: image: 1 label byte, then 3,072 pixel bytes), so a python-layout copy is checked against them too.
+OFFICIAL_SHA1: Mapping[str, str] = {
+    "data_batch_1": "aadd24acce27caa71bf4b10992e9e7b2d74c2540",
+    "data_batch_2": "c0ba65cce70568cd57b4e03e9ac8d2a5367c1795",
+    "data_batch_3": "1dd00a74ab1d17a6e7d73e185b69dbf31242f295",
+    "data_batch_4": "aab85764eb3584312d3c7f65fd2fd016e36a258e",
+    "data_batch_5": "26e2849e66a845b7f1e4614ae70f4889ae604628",
+    "test_batch": "67eb016db431130d61cd03c7ad570b013799c88c",
 }
-#: Fingerprints (see CIFAR10.fingerprint) of known non-official copies, and the names results on them
-#: must carry. 7a1a99456600: /work/shared/data/make_cifar10.py's decode of the JPEG mirror.
-KNOWN_FINGERPRINTS = {"7a1a99456600": "CIFAR-10 (JPEG re-encoded)"}
+OFFICIAL_NAME = "CIFAR-10"
 
 _IMAGE_SHAPE = (3, 32, 32)
 _ROW_LEN = 3 * 32 * 32
+_RECORD_LEN = 1 + _ROW_LEN  # one record of the binary layout: the label byte, then the pixels
+_PY_FILES = (*BATCH_NAMES, META_FILE)
+_BIN_FILES = (*(n + BIN_SUFFIX for n in BATCH_NAMES), BIN_META_FILE)
+
+Batch = tuple[np.ndarray, np.ndarray]  # (uint8 rows [n, 3072], int64 labels [n])
 
 
 class DataError(Exception):
@@ -100,44 +127,59 @@ class CIFAR10:
     test_labels: torch.Tensor
     classes: tuple[str, ...]
     fingerprint: str  # 12 hex chars of blake2b over the four arrays: identifies the exact contents
-    root: str  # the cifar-10-batches-py folder the data was read from
+    root: str  # the folder the batches were read from (a cifar-10-batches-py or -bin folder)
+    name: str  # "CIFAR-10" when verified, else "CIFAR-10 (modified copy <fingerprint>)"
+    verified: bool  # every batch has the official release's SHA-1 (checked once, by load_cifar10)
 
     def __repr__(self) -> str:
-        return (f"CIFAR10(train={len(self.train_labels)}, test={len(self.test_labels)}, "
+        return (f"CIFAR10({self.name!r}, train={len(self.train_labels)}, test={len(self.test_labels)}, "
                 f"fingerprint={self.fingerprint!r}, root={self.root!r})")
 
 
 # --------------------------------------------------------------------------------------------------
-# Locating, downloading and reading the data
+# Locating and downloading the data
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
-    """The data folder: the --data-dir flag's value if given, else $CIFAR10_ROOT if set, else ./data."""
+    """The data folder: the --data-dir flag's value if given, else $CIFAR10_ROOT if set, else the
+    repository's data/ folder (DEFAULT_DIR), independent of the current directory."""
     if data_dir is not None and str(data_dir) != "":
         return pathlib.Path(data_dir).expanduser()
     env = os.environ.get(ENV_VAR, "")
     if env:
         return pathlib.Path(env).expanduser()
-    return pathlib.Path(DEFAULT_DIR)
+    return DEFAULT_DIR
 
 
-def _batches_dir(root: pathlib.Path) -> pathlib.Path | None:
-    """root/cifar-10-batches-py, or root itself when it is that folder; None when neither exists."""
-    nested = root / BATCHES_DIR
-    if nested.is_dir():
-        return nested
-    if root.is_dir() and (root.name == BATCHES_DIR or (root / META_FILE).exists()
-                          or (root / TRAIN_FILES[0]).exists()):
-        return root
+def _is_batches_folder(folder: pathlib.Path, dirname: str, files: Sequence[str]) -> bool:
+    # A folder named like the official one, or holding any of its files (a renamed copy), is taken as
+    # that layout, so that a missing batch is reported by name rather than as "not found".
+    return folder.is_dir() and (folder.name == dirname or any((folder / f).exists() for f in files))
+
+
+def _find_batches(root: pathlib.Path) -> tuple[pathlib.Path, str] | None:
+    """(folder, "py" or "bin"): root/cifar-10-batches-py, root/cifar-10-batches-bin, or root itself when
+    it is one of those folders; None when there is neither. The python layout wins when both are there:
+    it is what --download fetches (both give identical data, so this only fixes CIFAR10.root)."""
+    for dirname, layout in ((BATCHES_DIR, "py"), (BIN_BATCHES_DIR, "bin")):
+        if (root / dirname).is_dir():
+            return root / dirname, layout
+    if _is_batches_folder(root, BATCHES_DIR, _PY_FILES):
+        return root, "py"
+    if _is_batches_folder(root, BIN_BATCHES_DIR, _BIN_FILES):
+        return root, "bin"
     return None
 
 
 def _missing_message(root: pathlib.Path) -> str:
-    return (f"CIFAR-10 not found: searched {root.absolute()} for a folder {BATCHES_DIR}/ (or for the "
-            f"batch files themselves) and found neither. Either pass --download (download=True in "
-            f"Python) to fetch and verify the official archive ({ARCHIVE_URL}, 163 MB) into "
-            f"{root.absolute()}, or point --data-dir or the {ENV_VAR} environment variable at a folder "
-            f"that holds {BATCHES_DIR}/ with {', '.join(TRAIN_FILES)}, {TEST_FILE} and {META_FILE}.")
+    return (f"CIFAR-10 not found: searched {root.absolute()} for a folder {BATCHES_DIR}/ or "
+            f"{BIN_BATCHES_DIR}/ (or for the batch files themselves) and found none. Either pass "
+            f"--download (download=True in Python) to fetch and verify the official python archive "
+            f"({ARCHIVE_URL}, 163 MB) into {root.absolute()}, or point --data-dir or the ${ENV_VAR} "
+            f"environment variable at a folder holding either official layout: {BATCHES_DIR}/ (python "
+            f"version: {', '.join(TRAIN_FILES)}, {TEST_FILE}, {META_FILE}) or {BIN_BATCHES_DIR}/ (binary "
+            f"version: data_batch_1.bin .. data_batch_5.bin, test_batch.bin). With neither flag nor "
+            f"variable the data is looked for in {DEFAULT_DIR}.")
 
 
 def _download(root: pathlib.Path) -> None:
@@ -150,9 +192,57 @@ def _download(root: pathlib.Path) -> None:
     except Exception as exc:  # network errors, HTTP errors, a failed md5 check, a broken archive
         raise DataError(
             f"Downloading CIFAR-10 from {ARCHIVE_URL} into {root.absolute()} failed "
-            f"({type(exc).__name__}: {exc}). Check the network connection and retry, or fetch "
-            f"{ARCHIVE_FILENAME} (md5 {ARCHIVE_MD5}) by other means, extract it, and point --data-dir "
-            f"or {ENV_VAR} at the folder that holds {BATCHES_DIR}/.") from exc
+            f"({type(exc).__name__}: {exc}). Check the network connection and retry, or get the data "
+            f"by other means: the official page {DATASET_PAGE} offers the python version "
+            f"({ARCHIVE_URL}, md5 {ARCHIVE_MD5}) and the binary version; extract either, or take any "
+            f"copy you already have, and point --data-dir or ${ENV_VAR} at the folder that holds "
+            f"{BATCHES_DIR}/ or {BIN_BATCHES_DIR}/ (either layout works).") from exc
+
+
+def _locate(root: pathlib.Path, download: bool) -> tuple[pathlib.Path, str]:
+    """The batches folder and its layout under `root`, downloading the python archive first when
+    asked to and nothing is there. Data already present is never replaced."""
+    found = _find_batches(root)
+    if found is not None:
+        return found
+    if not download:
+        raise DataError(_missing_message(root))
+    # Pointed at a batches folder that does not exist yet: the archive extracts beside it.
+    target = root.parent if root.name in (BATCHES_DIR, BIN_BATCHES_DIR) else root
+    _download(target)
+    found = _find_batches(target)
+    if found is None:
+        raise DataError(f"The downloaded archive did not produce {target / BATCHES_DIR}. "
+                        + _missing_message(root))
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the batches (shared checks, then one reader per layout)
+
+
+def _missing_file(path: pathlib.Path, expected: Sequence[str]) -> DataError:
+    return DataError(
+        f"CIFAR-10 file missing: {path}. The folder {path.parent} must hold {', '.join(expected)}; this "
+        f"copy is incomplete. Delete the folder and fetch the data again (--download), or point "
+        f"--data-dir or {ENV_VAR} at a complete copy in either layout ({BATCHES_DIR}/ or "
+        f"{BIN_BATCHES_DIR}/).")
+
+
+def _bad(path: pathlib.Path, what: str) -> DataError:
+    return DataError(f"The CIFAR-10 file {path} is not valid: {what}. Replace it with the file from the "
+                     f"official release (delete {path.parent} and rerun with --download), or point "
+                     f"--data-dir or {ENV_VAR} at an intact copy.")
+
+
+def _check_labels(path: pathlib.Path, labels: np.ndarray, n_images: int) -> None:
+    # Labels index the 10 classes: anything else would fail much later, far from the file at fault.
+    if len(labels) != n_images:
+        raise _bad(path, f"{len(labels)} labels for {n_images} images")
+    if n_images == 0:
+        raise _bad(path, "it holds no images")
+    if labels.min() < 0 or labels.max() > 9:
+        raise _bad(path, f"labels must lie in 0..9, found {labels.min()}..{labels.max()}")
 
 
 # Only what a CIFAR-10 batch (numpy arrays, lists, str/bytes, ints) needs: a batch file is data, and
@@ -176,31 +266,23 @@ def _read_pickle(path: pathlib.Path) -> dict[str, object]:
     encoding='bytes' their keys and strings come back as bytes; files written by Python 3 may have
     str keys. Both are accepted."""
     if not path.is_file():
-        raise DataError(
-            f"CIFAR-10 file missing: {path}. The folder {path.parent} must hold {', '.join(TRAIN_FILES)}, "
-            f"{TEST_FILE} and {META_FILE}; this copy is incomplete. Delete the folder and fetch the data "
-            f"again (--download), or point --data-dir or {ENV_VAR} at a complete copy.")
+        raise _missing_file(path, _PY_FILES)
     try:
         with open(path, "rb") as f:
             obj = _BatchUnpickler(f, encoding="bytes").load()
-    except Exception as exc:  # EOFError, UnpicklingError, ValueError, ... from a truncated file
+    except Exception as exc:  # EOFError (also for an empty file), UnpicklingError, ... from a bad file
         raise DataError(
-            f"Could not read the CIFAR-10 file {path} ({type(exc).__name__}: {exc}): it is truncated, "
-            f"corrupted or not a CIFAR-10 python batch. Replace it with the file from the official "
-            f"archive (delete {path.parent} and rerun with --download), or point --data-dir or "
+            f"Could not read the CIFAR-10 file {path} ({type(exc).__name__}: {exc}): it is empty, "
+            f"truncated, corrupted or not a CIFAR-10 python batch. Replace it with the file from the "
+            f"official archive (delete {path.parent} and rerun with --download), or point --data-dir or "
             f"{ENV_VAR} at an intact copy.") from exc
     if not isinstance(obj, dict):
-        raise DataError(f"The CIFAR-10 file {path} holds a {type(obj).__name__}, not the dict of an "
-                        f"official batch; replace it with the file from the official archive.")
+        raise _bad(path, f"it holds a {type(obj).__name__}, not the dict of an official batch")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
-def _bad(path: pathlib.Path, what: str) -> DataError:
-    return DataError(f"The CIFAR-10 file {path} is not a valid batch: {what}. Replace it with the file "
-                     f"from the official archive (delete {path.parent} and rerun with --download).")
-
-
-def _read_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: pathlib.Path) -> Batch:
+    """One python-layout batch: 'data' uint8 [n, 3072] and 'labels' n ints in 0..9."""
     d = _read_pickle(path)
     for key in ("data", "labels"):
         if key not in d:
@@ -219,10 +301,7 @@ def _read_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
         raise _bad(path, f"'labels' must be a list of integers, got shape {labels.shape} and dtype "
                          f"{labels.dtype}")
-    if len(labels) != len(data):
-        raise _bad(path, f"{len(labels)} labels for {len(data)} images")
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise _bad(path, f"labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    _check_labels(path, labels, len(data))
     return data, labels.astype(np.int64)
 
 
@@ -234,6 +313,60 @@ def _read_classes(path: pathlib.Path) -> tuple[str, ...]:
     return tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
 
 
+def _read_py(folder: pathlib.Path) -> tuple[tuple[str, ...], dict[str, Batch]]:
+    """The python layout: batches.meta, then data_batch_1..5 and test_batch (pickles)."""
+    classes = _read_classes(folder / META_FILE)
+    return classes, {name: _read_batch(folder / name) for name in BATCH_NAMES}
+
+
+def _read_bin_batch(path: pathlib.Path) -> Batch:
+    """One binary-layout batch: records of 1 label byte + 3,072 pixel bytes, the pixels in the python
+    rows' order (1024 red, 1024 green, 1024 blue values, each row-major)."""
+    if not path.is_file():
+        raise _missing_file(path, _BIN_FILES[:-1])
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise _bad(path, f"it cannot be read ({type(exc).__name__}: {exc})") from exc
+    if raw.size == 0:
+        raise _bad(path, "it is empty (0 bytes)")
+    if raw.size % _RECORD_LEN:
+        # The size is all a binary batch has to check its framing by: a short file would misalign every
+        # later record (a label read as a pixel), so nothing but whole records is accepted.
+        raise _bad(path, f"its size, {raw.size:,} bytes, is not a whole number of {_RECORD_LEN:,}-byte "
+                         f"records (1 label byte + {_ROW_LEN:,} pixel bytes; an official batch is 10,000 "
+                         f"records, {10_000 * _RECORD_LEN:,} bytes), so it is truncated or not a batch")
+    records = raw.reshape(-1, _RECORD_LEN)
+    labels = records[:, 0].astype(np.int64)
+    _check_labels(path, labels, len(records))
+    return np.ascontiguousarray(records[:, 1:]), labels
+
+
+def _read_bin_classes(path: pathlib.Path) -> tuple[str, ...]:
+    """Class names from batches.meta.txt (one a line, blank lines ignored); the official names when the
+    file is absent, as it is from some copies of the binary layout."""
+    if not path.exists():
+        return CLASSES_FALLBACK
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _bad(path, f"it cannot be read as text ({type(exc).__name__}: {exc})") from exc
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != 10:
+        raise _bad(path, f"it must list the 10 class names, one a line, found {len(names)}: {names!r}")
+    return names
+
+
+def _read_bin(folder: pathlib.Path) -> tuple[tuple[str, ...], dict[str, Batch]]:
+    """The binary layout: data_batch_1..5.bin and test_batch.bin, names from batches.meta.txt."""
+    classes = _read_bin_classes(folder / BIN_META_FILE)
+    return classes, {name: _read_bin_batch(folder / (name + BIN_SUFFIX)) for name in BATCH_NAMES}
+
+
+# --------------------------------------------------------------------------------------------------
+# Identifying the data, and loading it
+
+
 def _fingerprint(*arrays: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=6)
     for a in arrays:
@@ -243,73 +376,64 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def load_cifar10(root: str | os.PathLike, *, download: bool = False) -> CIFAR10:
-    """Read CIFAR-10 from `root`/cifar-10-batches-py (or from `root` when it is that folder).
+def _record_sha1(data: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-1 of a batch written as the official binary file (per image: the label byte, then the 3,072
+    pixel bytes). Built from the arrays, so a python-layout copy is checked against the same hashes."""
+    records = np.concatenate([labels[:, None].astype(np.uint8), data], axis=1)
+    return hashlib.sha1(records).hexdigest()  # hashlib reads the contiguous array's buffer, no copy
 
-    The md5 sums of the files are not checked, so re-encoded copies load as well; the layout is:
-    each batch a [n, 3072] uint8 array (1024 red, 1024 green, 1024 blue values, each row-major), n
-    labels in 0..9, and 10 class names in batches.meta. Any problem raises DataError naming the file.
-    With download=True and no data under `root`, the official archive is fetched, verified by its
-    md5 and extracted there; data already present is used as it is. A failed load changes nothing on
-    disk.
+
+def _is_official(batches: Mapping[str, Batch], official_sha1: Mapping[str, str]) -> bool:
+    """Whether every batch has its expected SHA-1; stops hashing at the first mismatch."""
+    return all(str(official_sha1.get(name, "")).lower() == _record_sha1(*batches[name])
+               for name in BATCH_NAMES)
+
+
+def _data_name(verified: bool, fingerprint: str) -> str:
+    # Results on anything but the official release must never carry its bare name; the fingerprint
+    # says which copy they came from.
+    return OFFICIAL_NAME if verified else f"{OFFICIAL_NAME} (modified copy {fingerprint})"
+
+
+def load_cifar10(root: str | os.PathLike, *, download: bool = False,
+                 official_sha1: Mapping[str, str] = OFFICIAL_SHA1) -> CIFAR10:
+    """Read CIFAR-10 from `root`/cifar-10-batches-py or `root`/cifar-10-batches-bin (or from `root`
+    when it is one of those folders; the python layout when both are there).
+
+    Any copy with the official layout loads, smaller batches included (whole records, labels in 0..9,
+    10 class names); any problem raises DataError naming the file. Every batch is then hashed once in
+    the binary record format and compared with `official_sha1` (the published SHA-1s by default; tests
+    pass their own): all match, and the data is named "CIFAR-10" and `verified`; otherwise it is
+    "CIFAR-10 (modified copy <fingerprint>)". The check takes about 0.1 s for the full set.
+    With download=True and no data under `root`, the official python archive is fetched, verified by
+    its md5 and extracted there; data already present is used as it is. A failed load changes nothing
+    on disk.
     """
-    root = pathlib.Path(root).expanduser()
-    folder = _batches_dir(root)
-    if folder is None:
-        if not download:
-            raise DataError(_missing_message(root))
-        _download(root.parent if root.name == BATCHES_DIR else root)
-        folder = _batches_dir(root)
-        if folder is None:
-            raise DataError(f"The downloaded archive did not produce {root / BATCHES_DIR}. "
-                            + _missing_message(root))
-
-    classes = _read_classes(folder / META_FILE)
-    train = [_read_batch(folder / name) for name in TRAIN_FILES]
-    test_x, test_y = _read_batch(folder / TEST_FILE)
-    train_x = np.concatenate([x for x, _ in train])
-    train_y = np.concatenate([y for _, y in train])
+    folder, layout = _locate(pathlib.Path(root).expanduser(), download)
+    classes, batches = (_read_py if layout == "py" else _read_bin)(folder)
+    train_x = np.concatenate([batches[name][0] for name in TRAIN_FILES])
+    train_y = np.concatenate([batches[name][1] for name in TRAIN_FILES])
+    test_x, test_y = batches[TEST_FILE]
+    fingerprint = _fingerprint(train_x, train_y, test_x, test_y)
+    verified = _is_official(batches, official_sha1)
     return CIFAR10(
         # [n, 3072] -> [n, 3, 32, 32] is a view: the official rows are channel-major, then row-major.
         train_images=torch.from_numpy(train_x).view(-1, *_IMAGE_SHAPE),
         train_labels=torch.from_numpy(train_y),
         test_images=torch.from_numpy(test_x).view(-1, *_IMAGE_SHAPE),
         test_labels=torch.from_numpy(test_y),
-        classes=classes,
-        fingerprint=_fingerprint(train_x, train_y, test_x, test_y),
-        root=str(folder.absolute()),
+        classes=classes, fingerprint=fingerprint, root=str(folder.absolute()),
+        name=_data_name(verified, fingerprint), verified=verified,
     )
 
 
 def describe(data: CIFAR10) -> dict[str, object]:
-    """What a run record says about its data: a name, the fingerprint, sizes, classes, the folder.
-
-    The name is "CIFAR-10" only when the files under data.root have the official md5 sums (checked
-    here, once per call, about 0.5 s for the full set), the name listed in KNOWN_FINGERPRINTS for a
-    known re-encoded copy, and "CIFAR-10 (unverified copy)" otherwise.
-    """
-    name = KNOWN_FINGERPRINTS.get(data.fingerprint)
-    if name is None:
-        name = "CIFAR-10" if _has_official_md5(pathlib.Path(data.root)) else "CIFAR-10 (unverified copy)"
-    return {"name": name, "fingerprint": data.fingerprint, "train": len(data.train_labels),
-            "test": len(data.test_labels), "classes": list(data.classes), "root": data.root}
-
-
-def _has_official_md5(folder: pathlib.Path) -> bool:
-    for fname, expected in OFFICIAL_MD5.items():
-        path = folder / fname
-        try:
-            if path.stat().st_size < 30_000_000:  # the official batches are ~31 MB: skip hashing
-                return False
-            h = hashlib.md5()
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    h.update(chunk)
-        except OSError:
-            return False
-        if h.hexdigest() != expected:
-            return False
-    return True
+    """What a run record says about its data: the name and whether it is the verified official release
+    (both settled once by load_cifar10: nothing is hashed here), the fingerprint, sizes, classes and
+    the folder read."""
+    return {"name": data.name, "verified": data.verified, "fingerprint": data.fingerprint,
+            "train": len(data.train_labels), "test": len(data.test_labels), "classes": list(data.classes),
+            "root": data.root}
 
 
 def train_val_split(num_train: int, *, val_size: int = 5000,

@@ -1,7 +1,13 @@
-"""Write a small CIFAR-10 in the official python layout, for tests (no network, no real data).
+"""Write a small CIFAR-10 in either official layout, for tests (no network, no real data).
 
     root = write_cifar10(tmp_path)                  # -> tmp_path, holding cifar-10-batches-py/
+    root = write_cifar10_bin(tmp_path)              # -> tmp_path, holding cifar-10-batches-bin/
     data = resnet.data.load_cifar10(root)
+    data = resnet.data.load_cifar10(root, official_sha1=batch_sha1(root))   # a fixture "verified"
+
+Both writers take the same arguments and, for the same seed (or images/labels), write the same data.
+batch_sha1 computes each batch's SHA-1 in the binary release's record format, independently of
+resnet.data, so a test can pass a fixture's own hashes as the expected ones.
 
 The files are what the official archive holds: data_batch_1..5, test_batch and batches.meta, each a
 pickled dict ('data': uint8 [n, 3072] with 1024 red, 1024 green, 1024 blue values, each row-major;
@@ -12,6 +18,9 @@ key_style picks how the dicts are written:
   "str":   str keys and strings ('data'), protocol 2, as a Python 3 writer would produce;
   "py2":   opcode-for-opcode the official Python 2 format (str written as Python 2 strings, the
            array through numpy.core.multiarray._reconstruct), like /work/shared/data/make_cifar10.py.
+The binary layout (cifar-10-batches-bin/) holds data_batch_1.bin .. data_batch_5.bin and
+test_batch.bin, each a sequence of 3,073-byte records (the label byte, then the row's 3,072 pixel
+bytes), and batches.meta.txt with one class name a line.
 
 The synthetic images are learnable: each class has its own colour and stripe pattern (direction and
 period), plus per-image brightness jitter and pixel noise, so a small network trained for a few dozen
@@ -20,6 +29,7 @@ steps shows its loss falling, and the pattern survives random crops and flips.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import struct
@@ -28,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 BATCHES_DIR = "cifar-10-batches-py"
+BIN_BATCHES_DIR = "cifar-10-batches-bin"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+BATCH_NAMES = [*TRAIN_FILES, "test_batch"]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # One colour per class, far apart from each other.
@@ -125,17 +137,9 @@ def write_batch(path: str | os.PathLike, data: np.ndarray, labels, *, key_style:
     return path
 
 
-def write_cifar10(root: str | os.PathLike, *, n_train_per_batch: int = 20, n_test: int = 20,
-                  key_style: str = "bytes", seed: int = 0, images=None, labels=None) -> Path:
-    """Write root/cifar-10-batches-py/ with 5 training batches of `n_train_per_batch` images, a test
-    batch of `n_test` and batches.meta; return `root` (what load_cifar10 takes).
-
-    images/labels, if given (numpy or torch), replace the synthetic set: training images first, then
-    the test images, 5 * n_train_per_batch + n_test in all; images as uint8 [n, 3, 32, 32] or as
-    official rows [n, 3072]. Labels default to a seeded shuffle of 0..9 repeated, balanced in each split.
-    """
-    if key_style not in ("bytes", "str", "py2"):
-        raise ValueError(f"key_style must be 'bytes', 'str' or 'py2', got {key_style!r}")
+def _fixture_arrays(n_train_per_batch: int, n_test: int, seed: int, images,
+                    labels) -> tuple[np.ndarray, np.ndarray]:
+    """(rows uint8 [n, 3072], labels int64 [n]) of a fixture: the given arrays, or the synthetic set."""
     total = 5 * n_train_per_batch + n_test
     rng = np.random.default_rng(seed)
     if labels is None:  # balanced within the training set and within the test set
@@ -148,18 +152,83 @@ def write_cifar10(root: str | os.PathLike, *, n_train_per_batch: int = 20, n_tes
     images = np.asarray(images, dtype=np.uint8)
     if len(images) != total or len(labels) != total:
         raise ValueError(f"expected {total} images and labels, got {len(images)} and {len(labels)}")
-    rows = images.reshape(total, 3072)
+    return images.reshape(total, 3072), labels
 
+
+def _batch_slices(n_train_per_batch: int, n_test: int) -> dict[str, slice]:
+    """Which rows go to which batch: the training batches in order, then the test batch."""
+    n = n_train_per_batch
+    out = {name: slice(i * n, (i + 1) * n) for i, name in enumerate(TRAIN_FILES)}
+    out["test_batch"] = slice(5 * n_train_per_batch, 5 * n_train_per_batch + n_test)
+    return out
+
+
+def write_cifar10(root: str | os.PathLike, *, n_train_per_batch: int = 20, n_test: int = 20,
+                  key_style: str = "bytes", seed: int = 0, images=None, labels=None) -> Path:
+    """Write root/cifar-10-batches-py/ with 5 training batches of `n_train_per_batch` images, a test
+    batch of `n_test` and batches.meta; return `root` (what load_cifar10 takes).
+
+    images/labels, if given (numpy or torch), replace the synthetic set: training images first, then
+    the test images, 5 * n_train_per_batch + n_test in all; images as uint8 [n, 3, 32, 32] or as
+    official rows [n, 3072]. Labels default to a seeded shuffle of 0..9 repeated, balanced in each split.
+    """
+    if key_style not in ("bytes", "str", "py2"):
+        raise ValueError(f"key_style must be 'bytes', 'str' or 'py2', got {key_style!r}")
+    rows, labels = _fixture_arrays(n_train_per_batch, n_test, seed, images, labels)
     root = Path(root)
     folder = root / BATCHES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(TRAIN_FILES):
-        sl = slice(i * n_train_per_batch, (i + 1) * n_train_per_batch)
-        write_batch(folder / name, rows[sl], labels[sl], key_style=key_style,
-                    batch_label=f"training batch {i + 1} of 5")
-    test = slice(5 * n_train_per_batch, total)
-    write_batch(folder / "test_batch", rows[test], labels[test], key_style=key_style,
-                batch_label="testing batch 1 of 1")
+    for i, (name, sl) in enumerate(_batch_slices(n_train_per_batch, n_test).items()):
+        label = f"training batch {i + 1} of 5" if i < 5 else "testing batch 1 of 1"
+        write_batch(folder / name, rows[sl], labels[sl], key_style=key_style, batch_label=label)
     _write(folder / "batches.meta", {"num_cases_per_batch": n_train_per_batch,
                                      "label_names": list(CLASSES), "num_vis": 3072}, key_style)
     return root
+
+
+def bin_records(data: np.ndarray, labels) -> bytes:
+    """A batch in the binary layout: per image its label byte, then its 3,072 pixel bytes."""
+    data = np.asarray(data, dtype=np.uint8).reshape(len(data), 3072)
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.concatenate([labels[:, None].astype(np.uint8), data], axis=1).tobytes()
+
+
+def write_bin_batch(path: str | os.PathLike, data: np.ndarray, labels) -> Path:
+    """Write one binary batch file (data: uint8 [n, 3072] or [n, 3, 32, 32]; labels 0..255)."""
+    path = Path(path)
+    path.write_bytes(bin_records(data, labels))
+    return path
+
+
+def write_cifar10_bin(root: str | os.PathLike, *, n_train_per_batch: int = 20, n_test: int = 20,
+                      seed: int = 0, images=None, labels=None, meta: bool = True) -> Path:
+    """write_cifar10 in the binary layout: root/cifar-10-batches-bin/ with data_batch_1..5.bin,
+    test_batch.bin and (when `meta`) batches.meta.txt, the official file ending in a blank line.
+    The same arguments give the same images and labels as write_cifar10; returns `root`."""
+    rows, labels = _fixture_arrays(n_train_per_batch, n_test, seed, images, labels)
+    folder = Path(root) / BIN_BATCHES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, sl in _batch_slices(n_train_per_batch, n_test).items():
+        write_bin_batch(folder / f"{name}.bin", rows[sl], labels[sl])
+    if meta:
+        (folder / "batches.meta.txt").write_text("".join(f"{c}\n" for c in CLASSES) + "\n")
+    return Path(root)
+
+
+def _read_py_batch(path: Path) -> tuple[np.ndarray, list]:
+    # The fixture's own files (trusted): a plain pickle.load, not resnet.data's reader.
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    return d["data"], d["labels"]
+
+
+def batch_sha1(root: str | os.PathLike) -> dict[str, str]:
+    """{batch name: SHA-1 of the batch in the binary record format}, the form of resnet.data's
+    OFFICIAL_SHA1, for the fixture under `root` (cifar-10-batches-py/ if present, else -bin/). In the
+    binary layout that is the SHA-1 of each file; in the python layout the records are built from the
+    pickles. Pass the result as load_cifar10(..., official_sha1=...) to have the fixture verified."""
+    py, binary = Path(root) / BATCHES_DIR, Path(root) / BIN_BATCHES_DIR
+    if py.is_dir():
+        return {n: hashlib.sha1(bin_records(*_read_py_batch(py / n))).hexdigest() for n in BATCH_NAMES}
+    return {n: hashlib.sha1((binary / f"{n}.bin").read_bytes()).hexdigest() for n in BATCH_NAMES}

@@ -1,4 +1,5 @@
-"""resnet.data: the reader, its error messages, the split, the augmentation, normalisation, the loader."""
+"""resnet.data: the readers of both layouts, the verification of the official release, the error
+messages, the split, the augmentation, normalisation, the loader."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_fixture import BATCHES_DIR, CLASSES, write_batch, write_cifar10
+from cifar_fixture import (BATCHES_DIR, BIN_BATCHES_DIR, CLASSES, batch_sha1, write_batch, write_bin_batch,
+                           write_cifar10, write_cifar10_bin)
 from resnet import data as cifar
 from resnet.data import (CIFAR10, DataError, TrainLoader, crop_flip, iterate_batches, load_cifar10,
                          normalization_stats, normalize, random_crop_flip, resolve_data_dir, train_val_split)
+
+WRITERS = {"py": write_cifar10, "bin": write_cifar10_bin}
+LAYOUT_DIRS = {"py": BATCHES_DIR, "bin": BIN_BATCHES_DIR}
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -78,10 +83,121 @@ def test_fingerprint_sees_one_pixel_and_one_label(tmp_path):
         assert load_cifar10(root).fingerprint != fp
 
 
-def test_describe_names_an_unknown_copy_honestly(tiny_cifar_root):
-    info = cifar.describe(load_cifar10(tiny_cifar_root))
-    assert info["name"] == "CIFAR-10 (unverified copy)"
+# -- the two layouts --------------------------------------------------------------------------------
+
+def _random_set(n_per_batch: int, n_test: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    n = 5 * n_per_batch + n_test
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def test_python_and_binary_layouts_load_to_identical_data(tmp_path):
+    images, labels = _random_set(3, 4)
+    py = load_cifar10(write_cifar10(tmp_path / "a", n_train_per_batch=3, n_test=4, images=images,
+                                    labels=labels, key_style="py2"))
+    bn = load_cifar10(write_cifar10_bin(tmp_path / "b", n_train_per_batch=3, n_test=4, images=images,
+                                        labels=labels))
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        a, b = getattr(py, field), getattr(bn, field)
+        assert torch.equal(a, b) and a.dtype == b.dtype and a.shape == b.shape, field
+    assert torch.equal(bn.train_images, torch.from_numpy(images[:15]))
+    assert bn.classes == py.classes == CLASSES
+    assert bn.fingerprint == py.fingerprint and bn.name == py.name and bn.verified is py.verified is False
+    assert Path(py.root) == (tmp_path / "a" / BATCHES_DIR).absolute()
+    assert Path(bn.root) == (tmp_path / "b" / BIN_BATCHES_DIR).absolute()
+    # the fixture's hashes agree too: the records built from the pickles are the binary files' bytes
+    assert batch_sha1(tmp_path / "a") == batch_sha1(tmp_path / "b")
+
+
+def test_binary_root_may_be_the_folder_itself_or_a_renamed_copy(tmp_path):
+    root = write_cifar10_bin(tmp_path, n_train_per_batch=2, n_test=2)
+    a = load_cifar10(root)
+    b = load_cifar10(root / BIN_BATCHES_DIR)
+    renamed = (root / BIN_BATCHES_DIR).rename(tmp_path / "my_copy")
+    c = load_cifar10(renamed)
+    assert a.fingerprint == b.fingerprint == c.fingerprint and a.root == b.root
+    assert Path(c.root) == renamed.absolute()
+
+
+def test_binary_class_names_from_meta_txt_or_the_official_names(tmp_path):
+    root = write_cifar10_bin(tmp_path / "none", n_train_per_batch=1, n_test=1, meta=False)
+    assert load_cifar10(root).classes == cifar.CLASSES_FALLBACK == CLASSES
+    root = write_cifar10_bin(tmp_path / "own", n_train_per_batch=1, n_test=1)
+    names = [f"class {i}" for i in range(10)]
+    (root / BIN_BATCHES_DIR / "batches.meta.txt").write_text("\n\n".join(names) + "\n\n\n")
+    assert load_cifar10(root).classes == tuple(names)  # blank lines ignored, spaces inside kept
+
+
+def test_python_layout_wins_when_both_are_present(tmp_path):
+    write_cifar10_bin(tmp_path, n_train_per_batch=2, n_test=2, seed=1)
+    write_cifar10(tmp_path, n_train_per_batch=2, n_test=2, seed=2)
+    d = load_cifar10(tmp_path)
+    assert Path(d.root) == (tmp_path / BATCHES_DIR).absolute()
+    assert d.fingerprint == load_cifar10(tmp_path / BATCHES_DIR).fingerprint
+    assert d.fingerprint != load_cifar10(tmp_path / BIN_BATCHES_DIR).fingerprint
+
+
+# -- naming the data: the official release is recognised by its content ------------------------------
+
+def test_official_sha1_is_the_published_list():
+    # The binary version's SHA-1s as Apache MXNet's gluon.data.vision.CIFAR10 lists them: no test can
+    # reproduce them without the real data, so a typo would only show as real data never verified.
+    assert dict(cifar.OFFICIAL_SHA1) == {
+        "data_batch_1": "aadd24acce27caa71bf4b10992e9e7b2d74c2540",
+        "data_batch_2": "c0ba65cce70568cd57b4e03e9ac8d2a5367c1795",
+        "data_batch_3": "1dd00a74ab1d17a6e7d73e185b69dbf31242f295",
+        "data_batch_4": "aab85764eb3584312d3c7f65fd2fd016e36a258e",
+        "data_batch_5": "26e2849e66a845b7f1e4614ae70f4889ae604628",
+        "test_batch": "67eb016db431130d61cd03c7ad570b013799c88c",
+    }
+
+
+@pytest.mark.parametrize("layout", ["py", "bin"])
+def test_matching_hashes_name_the_data_cifar10(tmp_path, layout):
+    root = WRITERS[layout](tmp_path, n_train_per_batch=3, n_test=3)
+    d = load_cifar10(root, official_sha1=batch_sha1(root))
+    assert d.verified is True and d.name == "CIFAR-10"
+    info = cifar.describe(d)
+    assert info["name"] == "CIFAR-10" and info["verified"] is True and info["fingerprint"] == d.fingerprint
+
+
+@pytest.mark.parametrize("layout", ["py", "bin"])
+@pytest.mark.parametrize("change", ["pixel", "label"])
+def test_one_pixel_or_one_label_changed_is_a_modified_copy(tmp_path, layout, change):
+    images, labels = _random_set(2, 2)
+    original = WRITERS[layout](tmp_path / "a", n_train_per_batch=2, n_test=2, images=images, labels=labels)
+    expected = batch_sha1(original)
+    base = load_cifar10(original, official_sha1=expected)
+    assert base.verified
+    images, labels = images.copy(), labels.copy()
+    if change == "pixel":
+        images[11, 2, 31, 31] ^= 1  # the last pixel of the test batch's last image
+    else:
+        labels[0] = (labels[0] + 1) % 10  # the first label of data_batch_1
+    d = load_cifar10(WRITERS[layout](tmp_path / "b", n_train_per_batch=2, n_test=2, images=images,
+                                     labels=labels), official_sha1=expected)
+    assert d.verified is False and d.fingerprint != base.fingerprint
+    assert d.name == f"CIFAR-10 (modified copy {d.fingerprint})"
+    assert cifar.describe(d)["name"] == d.name and cifar.describe(d)["verified"] is False
+
+
+def test_fixture_data_is_not_the_official_release(tiny_cifar_root):
+    d = load_cifar10(tiny_cifar_root)  # the default: the published hashes
+    assert d.verified is False and d.name == f"CIFAR-10 (modified copy {d.fingerprint})"
+    info = cifar.describe(d)
+    assert info["name"] == d.name and info["verified"] is False
     assert info["train"] == 100 and info["test"] == 20 and info["classes"] == list(CLASSES)
+
+
+def test_describe_does_not_hash_again(tiny_cifar_root, monkeypatch):
+    d = load_cifar10(tiny_cifar_root)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("describe hashed the data again")
+
+    monkeypatch.setattr(cifar, "_record_sha1", fail)
+    monkeypatch.setattr(cifar, "_fingerprint", fail)
+    assert cifar.describe(d)["name"] == d.name and cifar.describe(d)["fingerprint"] == d.fingerprint
 
 
 # -- errors: each names the file, and a failed load leaves the disk as it was ------------------------
@@ -132,8 +248,19 @@ def _break_not_a_batch(folder: Path) -> str:
     return "data_batch_1"
 
 
+def _break_empty(folder: Path) -> str:
+    (folder / "data_batch_2").write_bytes(b"")
+    return "data_batch_2"
+
+
+def _break_no_images(folder: Path) -> str:
+    write_batch(folder / "test_batch", np.zeros((0, 3072), np.uint8), [])
+    return "test_batch"
+
+
 @pytest.mark.parametrize("breaker", [_break_missing_file, _break_truncated, _break_shape, _break_dtype,
-                                     _break_label_range, _break_label_count, _break_meta, _break_not_a_batch])
+                                     _break_label_range, _break_label_count, _break_meta, _break_not_a_batch,
+                                     _break_empty, _break_no_images])
 def test_broken_data_raises_data_error_naming_the_file(tmp_path, breaker):
     root = write_cifar10(tmp_path, n_train_per_batch=5, n_test=5)
     name = breaker(root / BATCHES_DIR)
@@ -147,12 +274,72 @@ def test_broken_data_raises_data_error_naming_the_file(tmp_path, breaker):
     assert _snapshot(tmp_path) == before
 
 
+# The binary layout's breakers: (file broken, what the message must say).
+
+def _bin_truncated(folder: Path) -> tuple[str, str]:
+    b = (folder / "test_batch.bin").read_bytes()
+    (folder / "test_batch.bin").write_bytes(b[:-1])
+    return "test_batch.bin", "not a whole number of 3,073-byte records"
+
+
+def _bin_wrong_size(folder: Path) -> tuple[str, str]:
+    with open(folder / "data_batch_3.bin", "ab") as f:
+        f.write(b"\0" * 100)
+    return "data_batch_3.bin", f"{5 * 3073 + 100:,} bytes"
+
+
+def _bin_missing(folder: Path) -> tuple[str, str]:
+    (folder / "data_batch_4.bin").unlink()
+    return "data_batch_4.bin", "missing"
+
+
+def _bin_label_10(folder: Path) -> tuple[str, str]:
+    write_bin_batch(folder / "data_batch_1.bin", np.zeros((3, 3072), np.uint8), [0, 10, 2])
+    return "data_batch_1.bin", "labels must lie in 0..9, found 0..10"
+
+
+def _bin_label_255(folder: Path) -> tuple[str, str]:
+    raw = bytearray((folder / "data_batch_5.bin").read_bytes())
+    raw[3073] = 255  # the second record's label byte
+    (folder / "data_batch_5.bin").write_bytes(bytes(raw))
+    return "data_batch_5.bin", "labels must lie in 0..9, found 0..255"
+
+
+def _bin_empty(folder: Path) -> tuple[str, str]:
+    (folder / "data_batch_2.bin").write_bytes(b"")
+    return "data_batch_2.bin", "empty"
+
+
+def _bin_meta(folder: Path) -> tuple[str, str]:
+    (folder / "batches.meta.txt").write_text("cat\ndog\n")
+    return "batches.meta.txt", "10 class names"
+
+
+@pytest.mark.parametrize("breaker", [_bin_truncated, _bin_wrong_size, _bin_missing, _bin_label_10,
+                                     _bin_label_255, _bin_empty, _bin_meta])
+def test_broken_binary_data_raises_data_error_naming_the_file(tmp_path, breaker):
+    labels = np.arange(5 * 5 + 5) % 5  # every batch holds 0..4: the range found is predictable
+    root = write_cifar10_bin(tmp_path, n_train_per_batch=5, n_test=5, labels=labels)
+    name, what = breaker(root / BIN_BATCHES_DIR)
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_cifar10(root)
+    msg = str(info.value)
+    assert str(root / BIN_BATCHES_DIR / name) in msg and what in msg
+    assert "\n" not in msg  # one paragraph
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(DataError):  # download=True does not touch data that is present
+        load_cifar10(root, download=True)
+    assert _snapshot(tmp_path) == before
+
+
 def test_missing_folder_explains_both_ways_to_get_the_data(tmp_path):
     with pytest.raises(DataError) as info:
         load_cifar10(tmp_path / "nowhere")
     msg = str(info.value)
     assert str((tmp_path / "nowhere").absolute()) in msg
     assert "--download" in msg and "download=True" in msg and "CIFAR10_ROOT" in msg and "--data-dir" in msg
+    assert BATCHES_DIR in msg and BIN_BATCHES_DIR in msg  # either layout works
     assert not (tmp_path / "nowhere").exists()
 
 
@@ -186,13 +373,31 @@ def test_download_failure_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", _FakeDownload(fail=True))
     with pytest.raises(DataError, match="Downloading CIFAR-10 from .* failed") as info:
         load_cifar10(tmp_path / "data", download=True)
-    assert "no route to host" in str(info.value) and "CIFAR10_ROOT" in str(info.value)
+    msg = str(info.value)
+    assert "no route to host" in msg and "CIFAR10_ROOT" in msg and "--data-dir" in msg
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in msg and cifar.ARCHIVE_URL in msg
+    assert BATCHES_DIR in msg and BIN_BATCHES_DIR in msg  # any copy in either layout will do
+    assert "\n" not in msg and not (tmp_path / "data" / BATCHES_DIR).exists()
 
 
-def test_resolve_data_dir_precedence(monkeypatch):
+def test_download_into_a_named_batches_folder_extracts_beside_it(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    fake = _FakeDownload()
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake)
+    d = load_cifar10(tmp_path / BIN_BATCHES_DIR, download=True)
+    assert fake.calls[0][1] == str(tmp_path)
+    assert Path(d.root) == (tmp_path / BATCHES_DIR).absolute()
+
+
+def test_resolve_data_dir_precedence(monkeypatch, tmp_path):
+    repo_data = Path(__file__).resolve().parents[1] / "data"
     monkeypatch.delenv("CIFAR10_ROOT", raising=False)
-    assert resolve_data_dir() == Path("data")
-    assert resolve_data_dir(None) == Path("data")
+    monkeypatch.chdir(tmp_path)  # the default is the repository's data/, not the current directory's
+    assert resolve_data_dir() == repo_data and resolve_data_dir().is_absolute()
+    assert resolve_data_dir(None) == repo_data and resolve_data_dir("") == repo_data
+    monkeypatch.setenv("CIFAR10_ROOT", "")
+    assert resolve_data_dir() == repo_data
     monkeypatch.setenv("CIFAR10_ROOT", "/from/env")
     assert resolve_data_dir() == Path("/from/env")
     assert resolve_data_dir("/from/flag") == Path("/from/flag")
@@ -434,7 +639,7 @@ def test_plot_augmentation_draws_through_the_loader_code(tiny_cifar_root, tmp_pa
     assert [p.name for p in path.parent.iterdir()] == ["aug.png"]  # no temporary file left
     fig = augmentation_figure(d, tmp_path / "figs" / "aug2.png", num_classes=3)
     assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == list(CLASSES[:3])
-    assert "unverified copy" in fig.get_suptitle()
+    assert f"CIFAR-10 (modified copy {d.fingerprint})" in fig.get_suptitle()
 
 
 def test_benchmark_reports_missing_data_without_a_traceback(tmp_path, capsys):
