@@ -1,28 +1,29 @@
-"""Full-schedule speed of the Figure 6 networks on one GPU, against the per-sample reference pipeline.
+"""Training speed on one GPU, in one run: the eager step, the CUDA-graph step, and graph-captured runs
+several at once, for ResNet-20/56/110; then the full-schedule time of the Figure 6 set.
 
-    python benchmarks/gpu_speed.py                          # all nine networks, 64k iterations each, on cuda
-    python benchmarks/gpu_speed.py --jobs 3 --compile       # several networks at once on the one GPU
-    python benchmarks/gpu_speed.py --results results        # keep the runs as the replication's records
-    python benchmarks/gpu_speed.py --device cpu --archs resnet20 --iterations 20 --reference-iterations 4
+    python benchmarks/gpu_speed.py                                  # on cuda; writes benchmarks/results/gpu.*
+    python benchmarks/gpu_speed.py --compile                        # torch.compile under the graph
+    python benchmarks/gpu_speed.py --device cpu --archs resnet20 --iterations 4 --set-iterations 4 \\
+        --concurrent 2 --set-archs resnet20 plain20                  # the harness itself, on a CPU
 
-Targets (one H100, batch 128, the paper's 64k iterations, evaluation every 500 included): ResNet-20 at most
-60 s, ResNet-56 at most 180 s, ResNet-110 at most 360 s, and the whole set (plain-20/32/44/56,
-ResNet-20/32/44/56/110) at most 15 minutes of wall time.
+Part 1, per training iteration (batch 128, the runs' own Run.advance, after untimed warm-up iterations
+that include the graph capture): one run with the eager step (the reference, measured in the same run),
+one run with the CUDA-graph step, and K graph runs advanced in turn, each on its own CUDA stream (wall
+time over all runs' iterations). Part 2: the nine Figure 6 networks (plain-20/32/44/56,
+ResNet-20/32/44/56/110) trained at once by resnet.sweep for ``--set-iterations`` iterations each on the
+paper's schedule scaled to that length, evaluation every 500 included; the wall time is extrapolated to
+64k iterations when shorter (marked so).
 
-Ours: the real training runs (resnet.train.run_sweep over the paper's configs, `--jobs` at once), timed
-end to end; a network's seconds are its run's wall time (evaluation and checkpoints included), its
-images/s those of its training steps. With `--iterations` below 64k the full-schedule seconds are
-extrapolated linearly and marked so. Reference: benchmarks/train_throughput.py's per-sample
-torchvision pipeline feeding a float32 copy of the same network, timed in the same process first, so the
-ratio ours/reference compares the two on the same machine at the same moment.
-
-Writes <out>.json and <out>.md (default benchmarks/results/gpu on CUDA, benchmarks/results/cpu_smoke on
-the CPU) atomically, with the device, torch version and the command.
+Targets on one H100 (64k iterations at batch 128): ResNet-20 at most 60 s of GPU time per network within
+a sweep, ResNet-56 at most 180 s, ResNet-110 at most 360 s (per-iteration time of the concurrent runs x
+64k), the Figure 6 set at most 15 minutes of wall time. Writes <out>.json and <out>.md atomically (default
+benchmarks/results/gpu on CUDA, benchmarks/results/cpu_smoke on the CPU) with the device and the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import tempfile
@@ -33,102 +34,126 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from train_throughput import Reference, timed  # noqa: E402  (the one reference pipeline of benchmarks/)
 
 from resnet import cli, models  # noqa: E402
-from resnet import data as cifar  # noqa: E402
-from resnet import train as engine  # noqa: E402
+from resnet.config import RunConfig, paper_config, scaled_schedule  # noqa: E402
+from resnet.records import atomic_write_bytes, git_commit, write_json  # noqa: E402
+from resnet.sweep import Job, run_sweep  # noqa: E402
+from resnet.train import Deadline, Run, load_data, resolve_device  # noqa: E402
 
 FIGURE6 = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 TARGET_S = {"resnet20": 60, "resnet56": 180, "resnet110": 360}
 TARGET_SET_S = 15 * 60
-FULL = engine.RunConfig().iterations
+FULL = RunConfig().iterations
 
 
-def main() -> int:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ms_per_iteration(arch: str, data, device: torch.device, *, runs: int, graph: bool, compile: bool,
+                     warmup: int, iterations: int, tmp: Path) -> float:
+    """Wall milliseconds per training iteration of ``runs`` runs of ``arch`` advanced in turn (all runs'
+    iterations counted), after ``warmup`` untimed iterations each."""
+    cfg = paper_config(arch)  # the timed iterations fall before the first evaluation (every 500)
+    with contextlib.ExitStack() as stack:
+        active = [stack.enter_context(Run(cfg.replace(seed=s), data=data, out=tmp / f"{arch}-{runs}-{graph}-{s}",
+                                          device=str(device), graph=graph, compile=compile))
+                  for s in range(runs)]
+        for run in active:
+            run.advance(warmup)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(0, iterations, 25):
+            for run in active:
+                run.advance(min(25, iterations))
+        _sync(device)
+        done = sum(run.state.iteration for run in active) - runs * warmup
+        return 1000 * (time.perf_counter() - t0) / done
+
+
+def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: bool, tmp: Path,
+                data_dir: str | None) -> dict:
+    """The set trained at once by the sweep, on the schedule scaled to ``iterations``; wall seconds."""
+    configs = [paper_config(a, **scaled_schedule(iterations), eval_every=min(500, iterations)) for a in archs]
+    jobs = [Job(c, tmp / "set" / c.arch) for c in configs]
+    t0 = time.perf_counter()
+    summaries = run_sweep(jobs, data=data, data_dir=data_dir, device=str(device), at_once=len(jobs), compile=compile,
+                          progress=False, deadline=Deadline())
+    wall = time.perf_counter() - t0
+    bad = [s for s in summaries if s.get("status") != "finished"]
+    if bad:
+        raise RuntimeError(f"the Figure 6 set did not finish: {bad[0].get('status')}: {bad[0].get('message')}")
+    return {"iterations": iterations, "wall_s": round(wall, 1), "full_schedule_s": round(wall * FULL / iterations, 1),
+            "extrapolated": iterations != FULL, "target_s": TARGET_SET_S,
+            "test_errors": {s["arch"]: s["final_test_error"] for s in summaries}}
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_data_args(ap)
-    ap.add_argument("--archs", nargs="+", default=list(FIGURE6), choices=models.CIFAR_ARCHS, metavar="ARCH")
-    ap.add_argument("--iterations", type=cli.positive_int, default=FULL, help="iterations per network")
-    ap.add_argument("--jobs", type=cli.positive_int, default=1, help="networks trained at once")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the models")
-    ap.add_argument("--reference-iterations", type=cli.positive_int, default=200)
-    ap.add_argument("--workers", type=cli.positive_int, default=8, help="reference DataLoader workers")
-    ap.add_argument("--results", type=Path, default=None,
-                    help="results folder for the runs (default: a temporary folder, deleted afterwards)")
+    ap.add_argument("--archs", nargs="+", default=["resnet20", "resnet56", "resnet110"], choices=models.CIFAR_ARCHS)
+    ap.add_argument("--iterations", type=cli.positive_int, default=300, help="timed iterations per measurement")
+    ap.add_argument("--warmup", type=cli.positive_int, default=20, help="untimed iterations first (capture too)")
+    ap.add_argument("--concurrent", type=cli.positive_int, nargs="+", default=[4, 8], help="runs at once to time")
+    ap.add_argument("--set-archs", nargs="+", default=list(FIGURE6), choices=models.CIFAR_ARCHS)
+    ap.add_argument("--set-iterations", type=cli.positive_int, default=2000,
+                    help="iterations per network of the Figure 6 set (64000: the full schedule, no extrapolation)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the networks (under the graph)")
     ap.add_argument("--out", type=Path, default=None, help="record path without suffix")
-    args = ap.parse_args()
-
-    device = engine.resolve_device(args.device)
-    data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir), download=args.download)
-    out = args.out or REPO / "benchmarks" / "results" / ("gpu" if device.type == "cuda" else "cpu_smoke")
-
-    reference = {}
-    for arch in dict.fromkeys(args.archs):
-        ref = Reference(arch, data, device, seed=0, workers=args.workers)
-        reference[arch] = timed(ref, warmup=min(20, args.reference_iterations), iterations=args.reference_iterations)
-        print(f"reference {arch}: {reference[arch]:.0f} images/s", flush=True)
-        del ref
-
-    scale = args.iterations / FULL
-    configs = [engine.paper_config(a, iterations=args.iterations,
-                                   milestones=tuple(max(1, int(m * scale)) for m in engine.RunConfig().milestones),
-                                   eval_every=min(engine.RunConfig().eval_every, args.iterations))
-               for a in args.archs]
-    with tempfile.TemporaryDirectory() as tmp:
-        root = (args.results or Path(tmp)) / "runs"
-        jobs = [engine.Job(c, engine.default_run_dir(c, root=root)) for c in configs]
-        fresh = [j for j in jobs if not engine.run_finished(j.out, j.config)]
-        if len(fresh) != len(jobs):
-            raise engine.ConfigError(f"{root} already holds finished runs of these configs; a speed measurement "
-                                     f"needs fresh runs: choose another --results")
-        t0 = time.perf_counter()
-        summaries = engine.run_sweep(jobs, n_jobs=args.jobs, data=data, data_dir=args.data_dir, device=str(device),
-                                     compile=args.compile, progress=args.jobs == 1)
-        total = time.perf_counter() - t0
-
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    data = load_data(args.data_dir, download=args.download)
+    graph = device.type == "cuda"
     rows = []
-    for cfg, s in zip(configs, summaries):
-        if s.get("status") != "finished":
-            raise engine.Diverged(f"{cfg.arch} did not finish: {s.get('status')}: {s.get('message')}")
-        full_s = s["wall_time_s"] / scale
-        rows.append({"arch": cfg.arch, "images_per_s": s["images_per_s"], "run_wall_s": s["wall_time_s"],
-                     "full_schedule_s": round(full_s, 1), "extrapolated": args.iterations != FULL,
-                     "reference_images_per_s": round(reference[cfg.arch], 1),
-                     "ratio": round(s["images_per_s"] / reference[cfg.arch], 2),
-                     "final_test_error": s["final_test_error"],
-                     "target_s": TARGET_S.get(cfg.arch),
-                     "meets_target": None if cfg.arch not in TARGET_S else full_s <= TARGET_S[cfg.arch]})
-    record = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else summaries[0]["device"],
-        "torch_version": torch.__version__, "git_commit": engine.git_commit(), "data": cifar.describe(data)["name"],
-        "data_fingerprint": data.fingerprint, "iterations": args.iterations, "jobs": args.jobs,
-        "compile": args.compile, "set_wall_s": round(total, 1), "set_full_schedule_s": round(total / scale, 1),
-        "set_target_s": TARGET_SET_S, "networks": rows,
-        "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]]),
-    }
-    engine.write_json(out.with_suffix(".json"), record)
-    engine.atomic_write_bytes(out.with_suffix(".md"), _markdown(record).encode())
-    print(_markdown(record))
+    with tempfile.TemporaryDirectory(prefix="gpu_speed_") as tmp:
+        for arch in args.archs:
+            time_it = lambda runs, g: round(ms_per_iteration(
+                arch, data, device, runs=runs, graph=g, compile=args.compile, warmup=args.warmup,
+                iterations=args.iterations, tmp=Path(tmp)), 3)
+            row = {"arch": arch, "eager_ms": time_it(1, False), "graph_ms": time_it(1, True) if graph else None,
+                   "concurrent_ms": {k: time_it(k, graph) for k in args.concurrent}}
+            best = min(row["concurrent_ms"].values())
+            row.update(full_schedule_gpu_s=round(best * FULL / 1000, 1), target_s=TARGET_S.get(arch))
+            print(row, flush=True)
+            rows.append(row)
+        the_set = figure6_set(args.set_archs, data, device, iterations=args.set_iterations, compile=args.compile,
+                              tmp=Path(tmp), data_dir=args.data_dir)
+    record = {"device": torch.cuda.get_device_name(device) if graph else "cpu", "torch_version": torch.__version__,
+              "git_commit": git_commit(), "data": data.name, "data_fingerprint": data.fingerprint,
+              "compile": args.compile, "warmup": args.warmup, "iterations": args.iterations, "networks": rows,
+              "figure6_set": the_set, "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])}
+    out = args.out or REPO / "benchmarks" / "results" / ("gpu" if graph else "cpu_smoke")
+    write_json(out.with_suffix(".json"), record)
+    atomic_write_bytes(out.with_suffix(".md"), markdown(record).encode())
+    print(markdown(record))
     return 0
 
 
-def _markdown(r: dict) -> str:
-    ext = " (extrapolated from {:,} iterations)".format(r["iterations"]) if r["iterations"] != FULL else ""
-    lines = [f"# Full-schedule training speed: {r['device']}", "",
+def markdown(r: dict) -> str:
+    def verdict(value: float, target: float | None) -> str:
+        return "–" if target is None else f"{target} ({'met' if value <= target else 'missed'})"
+
+    ks = sorted({k for n in r["networks"] for k in n["concurrent_ms"]})
+    lines = [f"# Training speed on one GPU: {r['device']}", "",
              f"torch {r['torch_version']}, commit {r['git_commit']}, {r['data']} ({r['data_fingerprint']}), "
-             f"{r['jobs']} network(s) at once, compile={r['compile']}. Command: `{r['command']}`", "",
-             f"| network | images/s | full schedule (s){ext} | target (s) | reference images/s | ratio |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             f"compile={r['compile']}, batch 128, {r['iterations']} timed iterations after {r['warmup']} untimed. "
+             f"Command: `{r['command']}`", "",
+             "Milliseconds per training iteration (for K runs at once: wall time over all runs' iterations):", "",
+             "| network | eager (reference) | CUDA graph | " + " | ".join(f"{k} at once" for k in ks)
+             + " | 64k iterations at the best rate (s) | target (s) |",
+             "| --- " * (5 + len(ks)) + "|"]
     for n in r["networks"]:
-        target = "–" if n["target_s"] is None else f"{n['target_s']} ({'met' if n['meets_target'] else 'missed'})"
-        lines.append(f"| {n['arch']} | {n['images_per_s']:,.0f} | {n['full_schedule_s']:,.1f} | {target} | "
-                     f"{n['reference_images_per_s']:,.0f} | {n['ratio']:.2f}x |")
-    met = "met" if r["set_full_schedule_s"] <= r["set_target_s"] else "missed"
-    lines += ["", f"Whole set: {r['set_full_schedule_s']:,.1f} s{ext} against a target of {r['set_target_s']} s "
-                  f"({met})."]
+        graph = "–" if n["graph_ms"] is None else f"{n['graph_ms']:.2f} ({n['eager_ms'] / n['graph_ms']:.1f}x)"
+        lines.append(f"| {n['arch']} | {n['eager_ms']:.2f} | {graph} | "
+                     + " | ".join(f"{n['concurrent_ms'][k]:.2f}" for k in ks)
+                     + f" | {n['full_schedule_gpu_s']:,.1f} | {verdict(n['full_schedule_gpu_s'], n['target_s'])} |")
+    s = r["figure6_set"]
+    how = f"extrapolated from {s['iterations']:,} iterations per network" if s["extrapolated"] else "measured"
+    lines += ["", f"Figure 6 set ({', '.join(s['test_errors'])}), trained at once: {s['wall_s']:,.1f} s for "
+                  f"{s['iterations']:,} iterations each; 64k iterations: {s['full_schedule_s']:,.1f} s ({how}); "
+                  f"target {verdict(s['full_schedule_s'], s['target_s'])}."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,16 +1,15 @@
-"""Training images per second: the project's training step (resnet.train.Trainer) against a reference
-pipeline, measured side by side in the same run, on the same images, model and optimizer.
+"""Training images per second: the project's training iteration (resnet.train.Run.advance) against a
+reference pipeline, measured side by side in the same run, on the same images, model and optimizer.
 
     python benchmarks/train_throughput.py [--data-dir DIR] [--device cpu|cuda] [--archs resnet20 resnet56]
 
-Ours: exactly what Trainer.run executes per iteration and nothing else. A Trainer is built on the data
-(Trainer(config, data=..., out=<empty temporary folder>, device=..., progress=False); nothing is written)
-and the benchmark drives the same two calls its loop makes, `next(trainer._batches(...))` (TrainLoader:
-the whole uint8 set on the device, one gather per batch for crop + flip, one fused normalisation) and
-`trainer._step(x, y, lr)` (channels_last, bf16 autocast and fused SGD on CUDA, float32 on the CPU, the
-loss/error accumulated on the device). Timing the loop by hand rather than reading `images_per_s` from a
-run's summary keeps evaluation, checkpoints, the first slow iterations and the end-of-run records out
-of the measurement, and lets the two pipelines alternate within one process.
+Ours: the public call every run's loop makes, `Run.advance(n)`: the learning rate of the iteration, the
+next batch of the TrainLoader (the whole uint8 set on the device, one gather per batch for crop + flip,
+one fused normalisation) and the TrainStep (channels_last, bf16 autocast and fused SGD on CUDA, the
+CUDA-graph step there by default, float32 on the CPU, the loss/error accumulated on the device). The run
+is built on the data in a temporary folder; the timed iterations fall before its first evaluation, so
+evaluation, checkpoints and the end-of-run records stay out of the measurement, and the two pipelines can
+alternate within one process.
 
 Reference: what the common reproductions (e.g. akamaster/pytorch_resnet_cifar10) run. A Dataset that,
 like torchvision.datasets.CIFAR10, turns each image into a PIL image and applies RandomCrop(32,
@@ -48,7 +47,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,7 +58,9 @@ from data_throughput import PerSampleCIFAR10  # noqa: E402  (the reference Datas
 
 from resnet import cli, models  # noqa: E402
 from resnet import data as cifar  # noqa: E402
-from resnet import train as engine  # noqa: E402
+from resnet.config import paper_config  # noqa: E402
+from resnet.records import git_commit, write_json  # noqa: E402
+from resnet.train import Run, resolve_device  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BATCH_SIZE = 128
@@ -72,24 +72,21 @@ def _sync(device: torch.device) -> None:
 
 
 class Ours:
-    """The project's training iteration: Trainer.run's loop body, from a Trainer built on the data."""
+    """The project's training iteration: resnet.train.Run.advance, what every run's loop calls."""
 
     name = "ours"
 
     def __init__(self, arch: str, data: cifar.CIFAR10, device: str, seed: int, out: Path) -> None:
-        # iterations/eval_every only bound the (never run) schedule; the lr stays 0.1 throughout
-        cfg = engine.paper_config(arch, batch_size=BATCH_SIZE, seed=seed)
-        self.trainer = engine.Trainer(cfg, data=data, out=out, device=device, progress=False)
-        self.trainer.net.train()
-        self.device = self.trainer.device
-        self.batches = self.trainer._batches(0)
+        # the schedule is never reached: the lr stays 0.1 and no evaluation falls in the timed iterations
+        cfg = paper_config(arch, batch_size=BATCH_SIZE, seed=seed)
+        self.training = Run(cfg, data=data, out=out, device=device).__enter__()
+        self.device = self.training.device
 
     def run(self, n: int) -> None:
-        t = self.trainer
-        for _ in range(n):
-            x, y = next(self.batches)
-            t._step(x, y, engine.learning_rate(t.iteration, t.config, warmup_end=t.warmup_end))
-            t.iteration += 1
+        self.training.advance(n)
+
+    def close(self) -> None:
+        self.training.__exit__(None, None, None)
 
 
 class Reference:
@@ -108,7 +105,7 @@ class Reference:
             ds, batch_size=BATCH_SIZE, shuffle=True, num_workers=workers, drop_last=True,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
         self.device = device
-        torch.manual_seed(seed)  # the same initial weights as the Trainer's model
+        torch.manual_seed(seed)  # the same initial weights as the run's model
         self.model = models.build_model(arch, shortcut="A", num_classes=len(data.classes)).to(device).train()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         self._it = None  # the DataLoader iterator: workers start at the first batch asked for, not before
@@ -183,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = engine.resolve_device(args.device)  # ConfigError (exit 2) when cuda is asked for but absent
+    device = resolve_device(args.device)  # ConfigError (exit 2) when cuda is asked for but absent
     t0 = time.perf_counter()
     data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir), download=args.download)  # DataError: exit 2
     load_s = time.perf_counter() - t0
@@ -214,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"reference {speeds['reference'][-1]:7.1f} images/s", file=sys.stderr, flush=True)
             finally:
                 ref.close()
+                ours.close()
             del ours, ref, p
         o, f = statistics.median(speeds["ours"]), statistics.median(speeds["reference"])
         results[arch] = {"ours_images_per_s": round(o, 1), "reference_images_per_s": round(f, 1),
@@ -222,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                          "rounds": {k: [round(v, 1) for v in vs] for k, vs in speeds.items()}}
 
     precision = "bf16 autocast, channels_last, fused SGD" if device.type == "cuda" else "float32, channels_last"
-    ours_desc = f"resnet.train.Trainer step + TrainLoader ({precision})"
+    ours_desc = f"resnet.train.Run.advance: TrainLoader + TrainStep ({precision})"
     ref_desc = f"torchvision per-sample PIL pipeline, DataLoader {args.workers} workers, float32 NCHW"
     print()
     print(f"{'network':<10} {'ours images/s':>14} {'reference images/s':>19} {'ratio':>7}")
@@ -238,12 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         "ours": ours_desc, "reference": ref_desc, "archs": results,
         "fingerprint": data.fingerprint, "images": len(data.train_labels),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "git_commit": engine.git_commit(),
+        "torch_threads": torch.get_num_threads(), "git_commit": git_commit(),
         "command": _command(argv), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print(json.dumps(record))
     out = args.output or RESULTS / f"train_throughput_{device.type}.json"
-    engine.write_json(out, record)
+    write_json(out, record)
     print(f"written: {out}", file=sys.stderr)
     return 0
 

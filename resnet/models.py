@@ -65,9 +65,12 @@ __all__ = [
     "Bottleneck",
     "PadShortcut",
     "ResNet",
+    "SHORTCUTS",
+    "arch_depth",
     "build_model",
     "cifar_resnet",
     "count_parameters",
+    "is_residual",
     "plain20",
     "plain32",
     "plain44",
@@ -543,7 +546,23 @@ ARCHS: dict[str, Callable[..., ResNet]] = {
 CIFAR_ARCHS: tuple[str, ...] = tuple(name for name in ARCHS if name not in {
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"})
 
-_CIFAR_NAME = re.compile(r"(resnet|plain)(\d+)")
+_ARCH_NAME = re.compile(r"(resnet|plain)(\d+)")
+
+
+def arch_depth(arch: str) -> int:
+    """Weighted layers of a network named ``resnetN`` or ``plainN``: ``arch_depth("plain56") == 56``.
+
+    The one place that reads a depth out of a name (configs, tables and figures all call it)."""
+    match = _ARCH_NAME.fullmatch(arch)
+    if match is None:
+        raise ValueError(f"not a network name of the form resnetN or plainN: {arch!r}")
+    return int(match[2])
+
+
+def is_residual(arch: str) -> bool:
+    """True for ``resnetN``, False for the plain nets ``plainN``."""
+    arch_depth(arch)  # validates the name
+    return arch.startswith("resnet")
 
 
 def build_model(arch: str, *, shortcut: Shortcut | None = None, num_classes: int | None = None) -> ResNet:
@@ -562,7 +581,7 @@ def build_model(arch: str, *, shortcut: Shortcut | None = None, num_classes: int
         kwargs["num_classes"] = num_classes
     if arch in ARCHS:
         return ARCHS[arch](**kwargs)
-    match = _CIFAR_NAME.fullmatch(arch)
+    match = _ARCH_NAME.fullmatch(arch)
     if match is not None and (int(match[2]) - 2) % 6 == 0 and int(match[2]) >= 8:
         return cifar_resnet(int(match[2]), residual=match[1] == "resnet", **kwargs)  # type: ignore[arg-type]
     raise ValueError(

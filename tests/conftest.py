@@ -39,3 +39,38 @@ def cifar_data(cifar_root):
     from resnet.data import load_cifar10
 
     return load_cifar10(cifar_root)
+
+
+class ScriptResult:
+    """What a command-line run of an experiment script left: exit code, stdout and stderr."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def message(self) -> str:
+        """stderr as one paragraph (messages are wrapped to 100 columns)."""
+        return " ".join(self.err.split())
+
+
+@pytest.fixture
+def run_script(capsys):
+    """run_script("train", "--arch", "resnet20", ...) -> ScriptResult: the script's main() in this process,
+    under resnet.cli.main_guard exactly as its command line runs it, without paying for a new Python."""
+    import runpy
+    from pathlib import Path
+
+    from resnet import cli
+
+    experiments = Path(__file__).resolve().parent.parent / "experiments"
+
+    def run(script: str, *args) -> ScriptResult:
+        namespace = runpy.run_path(str(experiments / f"{script}.py"), run_name="experiment")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            cli.main_guard(lambda: namespace["main"]([str(a) for a in args]))
+        out, err = capsys.readouterr()
+        code = stopped.value.code
+        return ScriptResult(0 if code is None else int(code), out, err)
+
+    return run

@@ -11,25 +11,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     out = tmp_path / "speed"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--device", "cpu",
-                          "--archs", "resnet20", "plain20", "--iterations", "4", "--reference-iterations", "2",
-                          "--workers", "1", "--data-dir", str(cifar_root), "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
+                          "--archs", "resnet20", "--iterations", "4", "--warmup", "1", "--concurrent", "2",
+                          "--set-archs", "resnet20", "plain20", "--set-iterations", "4", "--data-dir", str(cifar_root),
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     record = json.loads(out.with_suffix(".json").read_text())
-    assert [n["arch"] for n in record["networks"]] == ["resnet20", "plain20"]
-    for n in record["networks"]:
-        assert n["images_per_s"] > 0 and n["reference_images_per_s"] > 0 and n["extrapolated"]
-        assert n["ratio"] == round(n["images_per_s"] / n["reference_images_per_s"], 2)
-        assert n["full_schedule_s"] > n["run_wall_s"]  # 4 iterations extrapolated to 64k
-    assert record["networks"][0]["target_s"] == 60 and record["networks"][1]["target_s"] is None
+    (net,) = record["networks"]
+    assert net["arch"] == "resnet20" and net["eager_ms"] > 0 and net["graph_ms"] is None  # no graph on a CPU
+    assert set(net["concurrent_ms"]) == {"2"} and net["concurrent_ms"]["2"] > 0
+    assert net["full_schedule_gpu_s"] == round(net["concurrent_ms"]["2"] * 64_000 / 1000, 1)
+    assert net["target_s"] == 60
+    the_set = record["figure6_set"]
+    assert set(the_set["test_errors"]) == {"resnet20", "plain20"} and the_set["extrapolated"]
+    assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] * 16_000, rel=0.01)  # 4 -> 64k
     md = out.with_suffix(".md").read_text()
-    assert "resnet20" in md and "extrapolated" in md and record["command"] in md
+    assert "resnet20" in md and "extrapolated from 4 iterations" in md and record["command"] in md
 
 
 def test_gpu_speed_without_data_is_a_clear_error(tmp_path):

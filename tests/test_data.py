@@ -4,6 +4,7 @@ messages, the split, the augmentation, normalisation, the loader."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import urllib.error
@@ -652,3 +653,42 @@ def test_benchmark_reports_missing_data_without_a_traceback(tmp_path, capsys):
     assert module.main(["--data-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: CIFAR-10 not found") and "Traceback" not in err
+
+
+# -- through the command line: what a run records, and what a bad file does to a command --------------
+
+def _train(run_script, root: Path, out: Path):
+    return run_script("train", "--arch", "resnet20", "--iterations", 1, "--eval-every", 1, "--data-dir", root,
+                      "--out", out, "--device", "cpu", "--no-progress", "--test-subset", 10, "--threads", 1)
+
+
+def test_a_run_records_verified_data_by_name_in_either_layout(run_script, tmp_path, monkeypatch):
+    """With the fixture's own hashes as the official ones, a run on it records "CIFAR-10"; the binary copy
+    of the same data gives the same name and fingerprint."""
+    images, labels = _random_set(26, 4)  # 130 training images: one batch of 128
+    py = write_cifar10(tmp_path / "py", n_train_per_batch=26, n_test=4, images=images, labels=labels)
+    binary = write_cifar10_bin(tmp_path / "bin", n_train_per_batch=26, n_test=4, images=images, labels=labels)
+    for name, sha1 in batch_sha1(py).items():
+        monkeypatch.setitem(cifar.OFFICIAL_SHA1, name, sha1)
+    summaries = []
+    for root in (py, binary):
+        result = _train(run_script, root, tmp_path / f"run-{root.name}")
+        assert result.code == 0, result.err
+        summaries.append(json.loads((tmp_path / f"run-{root.name}" / "summary.json").read_text()))
+    assert [s["data"] for s in summaries] == ["CIFAR-10", "CIFAR-10"]
+    assert summaries[0]["data_fingerprint"] == summaries[1]["data_fingerprint"]
+
+
+@pytest.mark.parametrize("layout, breaker", [("py", _break_truncated), ("py", _break_label_range),
+                                             ("py", _break_missing_file), *[("bin", b) for b in (
+                                                 _bin_truncated, _bin_wrong_size, _bin_missing, _bin_label_10,
+                                                 _bin_empty)]], ids=lambda v: getattr(v, "__name__", v))
+def test_bad_data_through_the_command_line(run_script, tmp_path, layout, breaker):
+    write = write_cifar10 if layout == "py" else write_cifar10_bin
+    root = write(tmp_path / "data", n_train_per_batch=5, n_test=5, labels=np.arange(30) % 5)
+    broken = breaker(root / (BATCHES_DIR if layout == "py" else BIN_BATCHES_DIR))
+    name = broken if isinstance(broken, str) else broken[0]
+    result = _train(run_script, root, tmp_path / "run")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert result.message.startswith("error: ") and name in result.message
+    assert not (tmp_path / "run").exists()

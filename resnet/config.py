@@ -1,0 +1,185 @@
+"""The recipe as data: one frozen, validated :class:`RunConfig`, the paper's and the tutorial's recipes,
+the quick schedule, and the learning rate as a pure function of the iteration.
+
+    cfg = paper_config("resnet110")                  # the paper's recipe, with its warm-up (section 4.2)
+    cfg = paper_config("resnet20", **scaled_schedule(2_000))   # lr steps at 1/2 and 3/4 of a shorter run
+    lr = learning_rate(iteration, cfg, warmup_end=400)
+
+Everything that decides a run's numbers is a field of the config; how a run is executed (device, CUDA
+graph, compile, checkpoint interval) is not, and is recorded beside it in config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from resnet import models
+
+__all__ = ["ConfigError", "RunConfig", "paper_config", "tutorial_config", "RECIPES", "scaled_schedule",
+           "QUICK", "QUICK_TUTORIAL", "quick", "is_quick", "describe_schedule", "learning_rate"]
+
+
+class ConfigError(ValueError):
+    """A run config or command-line value that cannot describe a valid run."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result. Defaults: the paper's CIFAR-10 recipe (section 4.2).
+
+    SGD with momentum 0.9, weight decay 1e-4, mini-batch 128, learning rate 0.1 divided by 10 at 32k and
+    48k iterations, 64k iterations (about 164 epochs of 50k images), evaluated every 500 iterations, on
+    all 50k training images. ``warmup_lr`` is the paper's ResNet-110 warm-up: that rate until the training
+    error falls below ``warmup_until_train_error``, then back to ``lr`` and the normal schedule.
+    ``precision``: "bf16" computes under bf16 autocast where the device has it (CUDA) and in float32 on
+    the CPU; "fp32" computes in float32 everywhere (the control run that measures what bf16 costs).
+    """
+
+    arch: str = "resnet20"
+    shortcut: str = "A"
+    recipe: str = "paper"
+    optimizer: str = "sgd"  # "sgd" | "adam"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    iterations: int = 64_000
+    milestones: tuple[int, ...] = (32_000, 48_000)
+    lr_decay: float = 0.1
+    warmup_lr: float | None = None
+    warmup_until_train_error: float = 0.80
+    warmup_check_every: int = 20  # the warm-up's training error is measured over this many mini-batches
+    eval_every: int = 500
+    val_size: int = 0  # 5000 = the paper's 45k/5k split; 0 = train on all 50k (the reported models)
+    patience: int | None = None  # early stopping: stop after more than this many checks without improvement
+    max_epochs: int | None = None
+    train_subset: int | None = None  # quick runs: a fixed subset of N training images
+    test_subset: int | None = None  # quick runs: the first N test images
+    normalization: str = "pixel"  # "pixel": the paper's per-pixel mean subtraction; "channel": mean/std
+    precision: str = "bf16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        for problem in self.problems():
+            raise ConfigError(problem)
+
+    def problems(self) -> list[str]:
+        """Every way this config fails to describe a valid run (empty when it is valid)."""
+        checks = [
+            (self.arch in models.ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(models.ARCHS)}"),
+            (self.shortcut in models.SHORTCUTS, f"shortcut must be A, B or C; got {self.shortcut!r}"),
+            (self.recipe in RECIPES, f"recipe must be one of {', '.join(RECIPES)}; got {self.recipe!r}"),
+            (self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number; got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}"),
+            (self.batch_size > 0, f"batch_size must be positive; got {self.batch_size}"),
+            (self.iterations > 0, f"iterations must be positive; got {self.iterations}"),
+            (list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
+             f"milestones must be increasing positive iterations; got {self.milestones}"),
+            (0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1]; got {self.lr_decay}"),
+            (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be positive; got {self.warmup_lr}"),
+            (0 < self.warmup_until_train_error <= 1, "warmup_until_train_error must be in (0, 1]"),
+            (self.warmup_check_every > 0, "warmup_check_every must be positive"),
+            (self.eval_every > 0, f"eval_every must be positive; got {self.eval_every}"),
+            (self.val_size >= 0, f"val_size must be >= 0; got {self.val_size}"),
+            (self.patience is None or self.patience >= 0, "patience must be >= 0"),
+            (self.patience is None or self.val_size > 0,
+             "early stopping (patience) needs a validation split (val_size > 0): it never looks at the test set"),
+            (self.max_epochs is None or self.max_epochs > 0, "max_epochs must be positive"),
+            (self.train_subset is None or self.train_subset >= self.batch_size,
+             f"train_subset must hold at least one batch ({self.batch_size}); got {self.train_subset}"),
+            (self.test_subset is None or self.test_subset > 0, "test_subset must be positive"),
+            (self.normalization in ("pixel", "channel"), "normalization must be 'pixel' or 'channel'"),
+            (self.precision in ("bf16", "fp32"), f"precision must be 'bf16' or 'fp32'; got {self.precision!r}"),
+            (self.seed >= 0, f"seed must be >= 0; got {self.seed}"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def replace(self, **overrides: Any) -> RunConfig:
+        """A copy with ``overrides``; unknown keys are an error, not silently ignored."""
+        return RunConfig.from_dict({**self.to_dict(), **overrides})
+
+    @property
+    def depth(self) -> int:
+        return models.arch_depth(self.arch)
+
+
+def scaled_schedule(iterations: int) -> dict[str, Any]:
+    """The paper's schedule shrunk (or stretched) to ``iterations``: the learning-rate steps stay at 1/2
+    and 3/4 of the run, where 32k and 48k sit in 64k. The one place that scales the schedule."""
+    if iterations <= 0:
+        raise ConfigError(f"iterations must be positive; got {iterations}")
+    return {"iterations": iterations, "milestones": (max(1, iterations // 2), max(1, iterations * 3 // 4))}
+
+
+def paper_config(arch: str = "resnet20", **overrides: Any) -> RunConfig:
+    """The paper's CIFAR-10 recipe for ``arch``, with its warm-up for 110 layers and deeper (section 4.2)."""
+    if arch not in models.ARCHS:
+        raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(models.ARCHS)}")
+    warmup = {"warmup_lr": 0.01} if arch in models.CIFAR_ARCHS and models.arch_depth(arch) >= 110 else {}
+    return RunConfig(arch=arch).replace(**{**warmup, **overrides})
+
+
+def tutorial_config(arch: str = "resnet20", **overrides: Any) -> RunConfig:
+    """The tutorial reproduction's recipe: Adam (lr 1e-3, weight decay 1e-4) on a 45k/5k split, validation
+    accuracy every 50 iterations, stop after more than 5 checks without improvement, at most 50 epochs.
+    The reported model is the validation-chosen one."""
+    base = RunConfig(arch=arch, recipe="tutorial", optimizer="adam", lr=1e-3, weight_decay=1e-4,
+                     iterations=50 * (45_000 // 128), milestones=(), eval_every=50, val_size=5000, patience=5,
+                     max_epochs=50)
+    return base.replace(**overrides)
+
+
+RECIPES = {"paper": paper_config, "tutorial": tutorial_config}
+
+# The --quick schedule of every experiment: a short, proportionally scaled schedule on a subset, so the
+# whole degradation sweep finishes in minutes on a 2-core CPU. Records go to results/quick/, never mixed
+# with full runs, and every figure drawn from them says so.
+QUICK = dict(**scaled_schedule(200), eval_every=25, train_subset=10_000, test_subset=1_000)
+QUICK_TUTORIAL = dict(iterations=600, eval_every=50, train_subset=10_000, val_size=1_000, test_subset=1_000,
+                      patience=5, max_epochs=50)
+
+
+def quick(config: RunConfig) -> RunConfig:
+    """``config`` on the quick schedule (see ``QUICK``)."""
+    return config.replace(**(QUICK_TUTORIAL if config.recipe == "tutorial" else QUICK))
+
+
+def is_quick(config: RunConfig) -> bool:
+    """True for a config on the quick schedule: what figures drawn from its records must say."""
+    return quick(config) == config
+
+
+def describe_schedule(config: RunConfig) -> str:
+    """A one-line description of a run's schedule and data, for figure titles and tables."""
+    data = f"{config.train_subset:,} training images" if config.train_subset else "all training images"
+    test = f", first {config.test_subset:,} test images" if config.test_subset else ""
+    return f"{config.iterations:,} iterations, batch {config.batch_size}, {data}{test}"
+
+
+def learning_rate(iteration: int, config: RunConfig, *, warmup_end: int | None = None) -> float:
+    """The learning rate for ``iteration`` (0-based): a pure function of the iteration and, during the
+    warm-up, of when the training error first fell below the threshold (``warmup_end``, None while it has
+    not). Paper section 4.2: 0.1, divided by 10 at 32k and 48k; ResNet-110 uses 0.01 until the training
+    error is below 80% (about 400 iterations), then goes back to 0.1."""
+    if config.warmup_lr is not None and (warmup_end is None or iteration < warmup_end):
+        return config.warmup_lr
+    passed = sum(iteration >= m for m in config.milestones)
+    return config.lr * config.lr_decay ** passed

@@ -1,0 +1,60 @@
+"""The one inference path: a network's outputs for a set of images, as training's evaluation computes them.
+
+Evaluation during training, the confusion matrix and the layer responses all run their images through
+:func:`input_batches` under :func:`autocast`, so on every device their numbers agree with each other and
+with the run's own summary: the same normalisation (the run's training-set statistics), the same memory
+layout and the same precision (bf16 autocast on CUDA unless the run asked for float32; float32 on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn as nn
+
+from resnet import data as cifar
+
+__all__ = ["autocast", "input_batches", "logits", "model_device"]
+
+
+def autocast(device: torch.device, precision: str = "bf16") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (convolutions on the tensor cores) unless ``precision`` is "fp32"; float32 on
+    the CPU. The autocast weight cache is off: a CUDA graph must not capture a cache that outlives it."""
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def input_batches(images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+                  batch_size: int = 1000) -> Iterator[torch.Tensor]:
+    """``images`` (uint8 [N, 3, 32, 32], any device) as normalised float batches on ``device``, in order,
+    channels_last: the paper's single un-augmented view of each test image."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    mean, std = mean.to(device), std.to(device)
+    for lo in range(0, len(images), batch_size):
+        x = cifar.normalize(images[lo:lo + batch_size].to(device, non_blocking=True), mean, std)
+        yield x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def logits(model: nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
+           precision: str = "bf16", batch_size: int = 1000) -> torch.Tensor:
+    """float32 outputs [N, classes] of ``model`` in eval mode for ``images``, on the model's device.
+    The model's train/eval mode is restored afterwards; nothing is synchronised with the host."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(device, precision):
+            outs = [model(x).float() for x in input_batches(images, mean=mean, std=std, device=device,
+                                                              batch_size=batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)

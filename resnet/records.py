@@ -1,0 +1,172 @@
+"""A run's records on disk: written atomically, named after the code and data that made them, and locked
+while a process trains the run.
+
+Every run has its own folder:
+
+    config.json    the config (the recipe) and how the run was executed (device, graph, compile, ...)
+    log.csv        one row per evaluation: iteration, lr, train loss/error, val/test error, elapsed seconds
+    summary.json   status (finished | diverged | unfinished), final errors, speed, versions, data
+    checkpoint.pt  the run's state (resnet.train.RunState) for resuming; never committed
+    model.pt       the reported weights (final iteration, or the validation-chosen ones), for analysis
+    run.lock       held (flock) by the process that trains the run; names that process
+
+All files are written atomically (a temporary file, then a rename): a crash leaves the old file or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnet.config import RunConfig
+
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RunFolderError", "atomic_write_bytes", "write_json",
+           "read_json", "write_log", "read_log_rows", "atomic_torch_save", "git_commit", "default_run_dir",
+           "run_finished", "summary_of", "RunLock"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "results"
+
+LOG_FIELDS = ("iteration", "epoch", "lr", "train_loss", "train_error", "val_error", "test_loss", "test_error",
+              "elapsed_s")
+
+
+class RunFolderError(RuntimeError):
+    """The run folder holds another run, a run that cannot be resumed with this config, or a run that
+    another process is training."""
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that a crash leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_log(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_FIELDS})
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_log_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def git_commit() -> str:
+    """The code version: the commit hash, with '+dirty' when tracked files differ from it."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def default_run_dir(config: RunConfig, *, root: Path | None = None) -> Path:
+    """``results/runs/<arch>-<shortcut>-<recipe>-s<seed>`` (plain nets have no shortcut in the name; a
+    float32 control run ends in ``-fp32``)."""
+    root = Path(root) if root is not None else RESULTS_DIR / "runs"
+    parts = [config.arch] if config.arch.startswith("plain") else [config.arch, config.shortcut]
+    parts += [config.recipe, f"s{config.seed}"] + (["fp32"] if config.precision == "fp32" else [])
+    return root / "-".join(parts)
+
+
+def run_finished(out: Path, config: RunConfig | None = None) -> bool:
+    """True when ``out`` holds a finished run (of ``config``, when given)."""
+    try:
+        summary = read_json(Path(out) / "summary.json")
+        saved = read_json(Path(out) / "config.json")["config"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return summary.get("status") == "finished" and (config is None or saved == config.to_dict())
+
+
+def summary_of(out: Path) -> dict[str, Any]:
+    try:
+        return read_json(Path(out) / "summary.json")
+    except (OSError, ValueError):
+        return {"status": "missing", "out": str(out)}
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while one process trains the run.
+
+    ``flock`` on ``run.lock``: the kernel releases it when the process ends, even by ``kill -9``, so a
+    stale lock never blocks a resume. The file names the holder (pid, host, start time), which is what a
+    second process that finds the run taken tells its user.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / "run.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise RunFolderError naming the process that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderError(f"{self.path.parent} is being trained by {holder}; it was left alone. Wait "
+                                 f"for that process to end (or stop it), then run this command again.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                     .encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,75 @@
+"""The CUDA paths: the graph-captured step against the eager one, resume on the GPU, several runs at once on
+one GPU. Skipped on machines without a GPU (CI has none; a GPU session runs them:
+`python -m pytest tests/test_gpu.py`).
+
+cuDNN is put in deterministic mode here, so that two paths that launch the same kernels give the same
+numbers; what is left between them is bf16 rounding where the kernels differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet import records
+from resnet import train as engine
+from resnet.config import paper_config, scaled_schedule
+from resnet.sweep import Job, run_sweep
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def deterministic():
+    before = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+
+
+def config(**overrides):
+    return paper_config("resnet20", **{**scaled_schedule(120), "eval_every": 20, **overrides})
+
+
+def curve(out: Path, column: str) -> torch.Tensor:
+    return torch.tensor([float(r[column]) for r in records.read_log_rows(out / "log.csv")])
+
+
+def assert_same_curve(a: Path, b: Path) -> None:
+    """Training loss within 2% per row, test error within 2 points: bf16 rounding, not a different run."""
+    torch.testing.assert_close(curve(a, "train_loss"), curve(b, "train_loss"), rtol=0.02, atol=0.0)
+    torch.testing.assert_close(curve(a, "test_error"), curve(b, "test_error"), rtol=0.0, atol=0.02)
+
+
+def test_graph_step_matches_eager_step(cifar_data, tmp_path):
+    eager = engine.train(config(), data=cifar_data, out=tmp_path / "eager", graph=False, progress=False)
+    graph = engine.train(config(), data=cifar_data, out=tmp_path / "graph", graph=True, progress=False)
+    assert graph["graph"] is True and eager["graph"] is False and graph["precision"] == "bf16-autocast"
+    assert_same_curve(tmp_path / "eager", tmp_path / "graph")
+
+
+def test_warmup_on_the_device_path(cifar_data, tmp_path):
+    """ResNet-110's warm-up, decided at the periodic checks, ends in the graph path as in the eager one."""
+    cfg = config(warmup_lr=0.01, warmup_check_every=10, warmup_until_train_error=0.9)
+    a = engine.train(cfg, data=cifar_data, out=tmp_path / "eager", graph=False, progress=False)
+    b = engine.train(cfg, data=cifar_data, out=tmp_path / "graph", graph=True, progress=False)
+    assert a["warmup_end"] is not None and abs(a["warmup_end"] - b["warmup_end"]) <= 10
+
+
+def test_graph_run_resumed_mid_run_ends_where_the_uninterrupted_run_ends(cifar_data, tmp_path):
+    engine.train(config(), data=cifar_data, out=tmp_path / "ref", progress=False)
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "paused") as run:
+        run.advance(37)
+        run.pause()
+    engine.train(config(), data=cifar_data, out=tmp_path / "paused", resume=True, progress=False)
+    assert_same_curve(tmp_path / "ref", tmp_path / "paused")
+
+
+def test_runs_at_once_on_one_gpu_match_runs_alone(cifar_data, tmp_path):
+    jobs = [Job(config(seed=s), tmp_path / "together" / f"s{s}") for s in range(3)]
+    summaries = run_sweep(jobs, data=cifar_data, at_once=3, progress=False)
+    assert [s["status"] for s in summaries] == ["finished"] * 3
+    engine.train(config(seed=2), data=cifar_data, out=tmp_path / "alone", progress=False)
+    assert_same_curve(tmp_path / "together" / "s2", tmp_path / "alone")
