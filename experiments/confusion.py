@@ -1,50 +1,51 @@
 #!/usr/bin/env python3
-"""The confusion matrix of a trained network on the CIFAR-10 test set, and its per-class accuracy.
+"""Confusion matrices of trained networks on the CIFAR-10 test set, with per-class accuracy.
 
-By default the tutorial recipe's ResNet-20 (Adam, 45k/5k split, early stopping on the validation error;
-the reported model is the validation-chosen one). `--arch resnet56 --recipe paper` gives the paper
-recipe's ResNet-56 (the degradation experiment's run, if it has finished). Rows are the true classes.
+By default two networks: the paper recipe's ResNet-56 (the degradation experiment's run) and the tutorial
+recipe's ResNet-20 (Adam, 45k/5k split, early stopping on the validation error; its reported model is the
+validation-chosen one). Runs that have not finished are trained first. Rows are the true classes.
 
     python experiments/confusion.py --quick
-    python experiments/confusion.py --arch resnet56 --recipe paper
+    python experiments/confusion.py --networks resnet56:paper
 """
 
 from __future__ import annotations
 
-import make_figures
-from resnet import analysis, cli, models
-from resnet import train as engine
+import argparse
+
+from resnet import analysis, cli, models, results
+from resnet.config import RECIPES, ConfigError, RunConfig
+from resnet.records import write_json
+from resnet.train import load_data
 
 
-def main() -> int:
+def network(text: str) -> RunConfig:
+    """'resnet56:paper' -> the paper recipe's ResNet-56 config."""
+    arch, _, recipe = text.partition(":")
+    if arch not in models.ARCHS or recipe not in RECIPES:
+        raise argparse.ArgumentTypeError(f"expected ARCH:RECIPE with a recipe of {', '.join(RECIPES)}, got {text!r}")
+    return RECIPES[recipe](arch)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = cli.experiment_parser(__doc__)
-    parser.add_argument("--arch", default="resnet20")
-    parser.add_argument("--recipe", default="tutorial", choices=tuple(engine.RECIPES))
-    args = parser.parse_args()
-    if args.arch not in models.ARCHS:
-        raise engine.ConfigError(f"unknown --arch {args.arch!r}; choose one of {', '.join(models.ARCHS)}")
-    jobs = cli.sweep_jobs([engine.RECIPES[args.recipe](args.arch)], args)
-    data = engine.load_data(args.data_dir, download=args.download)  # checked before any run starts
+    parser.add_argument("--networks", nargs="+", type=network, metavar="ARCH:RECIPE",
+                        default=[network("resnet56:paper"), network("resnet20:tutorial")])
+    args = parser.parse_args(argv)
+    if args.seeds != 1:
+        raise ConfigError("confusion matrices are drawn for seed 0; leave --seeds out")
+    jobs = cli.sweep_jobs(args.networks, args)
+    data = load_data(args.data_dir, download=args.download)  # checked before any run starts
     cli.run_jobs(jobs, args, data=data)
     root = cli.results_root(args)
-    for job, summary, model, state in cli.trained_runs(jobs, purpose="no confusion matrix"):
-        n = job.config.test_subset or len(data.test_labels)
-        images, labels = data.test_images[:n], data.test_labels[:n]
-        preds = analysis.predict(model, images, mean=state["mean"], std=state["std"])
-        matrix = analysis.confusion(labels, preds, num_classes=len(data.classes))
-        record = {
-            "run": job.out.name, "arch": job.config.arch, "recipe": job.config.recipe, "seed": job.config.seed,
-            "selection": summary["selection"], "classes": list(data.classes), "matrix": matrix.tolist(),
-            "per_class_accuracy": dict(zip(data.classes, analysis.per_class_accuracy(matrix).round(4).tolist())),
-            "test_error": float((preds != labels).float().mean()), "test_images": n,
-            "summary_test_error": summary["final_test_error"], "schedule": engine.describe_schedule(job.config),
-            "data": summary["data"], "data_fingerprint": data.fingerprint, "git_commit": engine.git_commit(),
-        }
-        engine.write_json(root / "confusion" / f"{job.out.name}.json", record)
-        print(f"{job.out.name}: test error {record['test_error']:.2%}; per-class accuracy:")
+    for job, summary, model, saved in cli.finished_networks(jobs, purpose="no confusion matrix"):
+        record = analysis.confusion_record(model, saved, data, run_dir=job.out, summary=summary)
+        write_json(root / "confusion" / f"{job.out.name}.json", record)
+        print(f"{job.out.name}: test error {record['test_error']:.2%} (the run's summary: "
+              f"{summary['final_test_error']:.2%}); per-class accuracy:")
         for name, acc in record["per_class_accuracy"].items():
             print(f"  {name:>10s}  {acc:.1%}")
-    make_figures.build(root, only=("confusion",))
+    results.build(root, only=("confusion",))
     return 0
 
 

@@ -5,30 +5,30 @@ The paper's recipe throughout (section 4.2); the only difference between a plain
 the identity shortcuts (option A where the shape changes), so both have the same parameters. Plain nets
 get worse with depth, ResNets better: the degradation problem and its fix.
 
-    python experiments/degradation.py --quick            # minutes on a CPU: results/quick/, figures/quick/
-    python experiments/degradation.py --with-110 --jobs 3 --seeds 3    # the paper's schedule, on a GPU
+    python experiments/degradation.py --quick                           # minutes on a CPU: results/quick/
+    python experiments/degradation.py --with-110 --seeds 3 --time-limit 540   # on a GPU, 9 runs at once;
+                                                                         # run again until all finished
 """
 
 from __future__ import annotations
 
-import make_figures
-from resnet import cli
-from resnet import train as engine
+from resnet import cli, results
+from resnet.config import RunConfig, paper_config
 
 DEPTHS = (20, 32, 44, 56)
 
 
-def configs(*, with_110: bool = False) -> list[engine.RunConfig]:
+def configs(*, with_110: bool = False) -> list[RunConfig]:
     archs = [f"plain{d}" for d in DEPTHS] + [f"resnet{d}" for d in DEPTHS] + (["resnet110"] if with_110 else [])
-    return [engine.paper_config(arch) for arch in archs]  # resnet110 gets the paper's warm-up from the recipe
+    return [paper_config(arch) for arch in archs]  # resnet110 gets the paper's warm-up from the recipe
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = cli.experiment_parser(__doc__)
     parser.add_argument("--with-110", action="store_true", help="also ResNet-110, with its warm-up")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cli.run_jobs(cli.sweep_jobs(configs(with_110=args.with_110), args), args)
-    make_figures.build(cli.results_root(args), only=("degradation",))
+    results.build(cli.results_root(args), only=("degradation",))
     return 0
 
 

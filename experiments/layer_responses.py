@@ -11,34 +11,32 @@ smaller than plain nets', and deeper ResNets' smaller still: the residual functi
 
 from __future__ import annotations
 
-import make_figures
-from resnet import analysis, cli
-from resnet import train as engine
+from resnet import analysis, cli, results
+from resnet.config import ConfigError, paper_config
+from resnet.records import git_commit, write_json
+from resnet.train import load_data
 
 ARCHS = ("plain20", "plain56", "resnet20", "resnet56")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = cli.experiment_parser(__doc__)
     parser.add_argument("--with-110", action="store_true", help="also ResNet-110 (with its warm-up)")
-    args = parser.parse_args()
-    archs = ARCHS + (("resnet110",) if args.with_110 else ())
+    args = parser.parse_args(argv)
     if args.seeds != 1:
-        print("layer_responses: one network per depth (seed 0), as in the paper's Figure 7; --seeds ignored")
-        args.seeds = 1
-    jobs = cli.sweep_jobs([engine.paper_config(a) for a in archs], args)
-    data = engine.load_data(args.data_dir, download=args.download)  # checked before any run starts
+        raise ConfigError("Figure 7 shows one network per depth (seed 0), as the paper's; leave --seeds out")
+    archs = ARCHS + (("resnet110",) if args.with_110 else ())
+    jobs = cli.sweep_jobs([paper_config(a) for a in archs], args)
+    data = load_data(args.data_dir, download=args.download)  # checked before any run starts
     cli.run_jobs(jobs, args, data=data)
     records = []
-    for job, summary, model, state in cli.trained_runs(jobs, purpose="left out of Figure 7"):
-        n = job.config.test_subset or len(data.test_labels)
-        stds = analysis.layer_response_std(model, data.test_images[:n], mean=state["mean"], std=state["std"])
-        records.append(analysis.responses_record(stds, run_dir=job.out, summary=summary)
-                       | {"test_images": n, "schedule": engine.describe_schedule(job.config)})
-        print(f"{job.out.name}: {len(stds)} layers, mean std {stds.mean():.3f}")
+    for job, summary, model, saved in cli.finished_networks(jobs, purpose="left out of Figure 7"):
+        records.append(analysis.responses_record(model, saved, data, run_dir=job.out, summary=summary))
+        print(f"{job.out.name}: {len(records[-1]['stds'])} layers, mean std "
+              f"{sum(records[-1]['stds']) / len(records[-1]['stds']):.3f}")
     root = cli.results_root(args)
-    engine.write_json(root / "layer_responses.json", {"runs": records, "git_commit": engine.git_commit()})
-    make_figures.build(root, only=("layer_responses",))
+    write_json(root / "layer_responses.json", {"runs": records, "git_commit": git_commit()})
+    results.build(root, only=("layer_responses",))
     return 0
 
 

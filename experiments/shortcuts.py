@@ -6,27 +6,25 @@ changes, identity elsewhere; C: projections on every shortcut. ResNet-20/32/44/5
 The option-A runs are the degradation experiment's ResNets (the same run folders, trained once).
 
     python experiments/shortcuts.py --quick
-    python experiments/shortcuts.py --jobs 3
+    python experiments/shortcuts.py --time-limit 540          # on a GPU; run again until all finished
 """
 
 from __future__ import annotations
 
-import make_figures
-from resnet import cli
-from resnet import train as engine
+from resnet import cli, models, results
+from resnet.config import RunConfig, paper_config
 
 DEPTHS = (20, 32, 44, 56)
-OPTIONS = ("A", "B", "C")
 
 
-def configs() -> list[engine.RunConfig]:
-    return [engine.paper_config(f"resnet{d}", shortcut=s) for s in OPTIONS for d in DEPTHS]
+def configs() -> list[RunConfig]:
+    return [paper_config(f"resnet{d}", shortcut=s) for s in models.SHORTCUTS for d in DEPTHS]
 
 
-def main() -> int:
-    args = cli.experiment_parser(__doc__).parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = cli.experiment_parser(__doc__).parse_args(argv)
     cli.run_jobs(cli.sweep_jobs(configs(), args), args)
-    make_figures.build(cli.results_root(args), only=("shortcuts",))
+    results.build(cli.results_root(args), only=("shortcuts",))
     return 0
 
 

@@ -1,93 +1,33 @@
-"""Analysis of trained networks and of run records: layer responses, confusion matrices, tables.
+"""Analysis of trained networks: predictions, confusion matrices and layer responses (Figure 7), and the
+small records that the figures are then drawn from.
 
-Figures and tables are drawn from run records (results/) only; the functions that need a trained model
-(layer responses, confusion matrices) write their own small records that the figures then read.
+Every function here runs its images through the one inference path (resnet.inference): the run's
+normalisation, channels_last, and the precision of the run's own evaluation. So a confusion matrix
+counts exactly the errors that the run's summary reports, on every device.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 
 from resnet import data as cifar
+from resnet import inference
+from resnet.config import RunConfig, describe_schedule, is_quick
+from resnet.records import git_commit
 
-# Paper Table 6: CIFAR-10 test error (%) of the ResNets (110: best of 5 runs; mean 6.61 +- 0.16).
-PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
-PAPER_PARAMS = {20: "0.27M", 32: "0.46M", 44: "0.66M", 56: "0.85M", 110: "1.7M", 1202: "19.4M"}
-# The tutorial reproduction's ResNet-20 (Adam, early stopping): test accuracy 85.78%.
-TUTORIAL_TEST_ERROR = 100 - 85.78
-
-
-# ------------------------------------------------------------------------------------------ run records
-def _depth(arch: str) -> int:
-    return int(re.sub(r"\D", "", arch))
+__all__ = ["predict", "confusion", "per_class_accuracy", "layer_response_std", "confusion_record",
+           "responses_record"]
 
 
-def load_runs(results_root: str | Path) -> pd.DataFrame:
-    """One row per run folder under ``results_root/runs``: its config and summary, side by side."""
-    rows = []
-    for run in sorted(Path(results_root, "runs").glob("*/summary.json")):
-        summary = json.loads(run.read_text())
-        try:
-            config = json.loads((run.parent / "config.json").read_text())["config"]
-        except (OSError, ValueError, KeyError):
-            continue
-        rows.append({"run": run.parent.name, "path": str(run.parent), "depth": _depth(config["arch"]),
-                     "residual": config["arch"].startswith("resnet"), "config": config,
-                     **{f"cfg_{k}": v for k, v in config.items()},
-                     **summary})
-    return pd.DataFrame(rows)
-
-
-def load_log(run_dir: str | Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "log.csv")
-
-
-def seed_table(runs: pd.DataFrame, by: Sequence[str] = ("arch", "shortcut", "recipe")) -> pd.DataFrame:
-    """Final test error (%) per network over its finished seeds: mean, standard deviation, count."""
-    done = runs[runs["status"] == "finished"].copy()
-    if done.empty:
-        return pd.DataFrame(columns=[*by, "depth", "parameters", "error_mean", "error_std", "seeds"])
-    done["error_pct"] = 100 * done["final_test_error"]
-    table = done.groupby(list(by), sort=False).agg(
-        depth=("depth", "first"), parameters=("parameters", "first"), error_mean=("error_pct", "mean"),
-        error_std=("error_pct", lambda s: s.std(ddof=1) if len(s) > 1 else float("nan")),
-        seeds=("error_pct", "size"), wall_time_s=("wall_time_s", "mean"), schedule=("schedule", "first"),
-        data=("data", "first")).reset_index()
-    return table.sort_values("depth").reset_index(drop=True)
-
-
-def format_error(mean: float, std: float, n: int) -> str:
-    """'8.52' for one seed, '8.52 ± 0.14 (3 seeds)' for several."""
-    if n > 1 and not math.isnan(std):
-        return f"{mean:.2f} ± {std:.2f} ({n} seeds)"
-    return f"{mean:.2f}"
-
-
-def format_params(n: int) -> str:
-    return f"{n / 1e6:.2f}M"
-
-
-# ------------------------------------------------------------------------------------------ trained models
-@torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
-            batch_size: int = 500) -> torch.Tensor:
-    """Predicted class of every image (un-augmented, eval mode)."""
-    model.eval()
-    device = next(model.parameters()).device
-    preds = [model(x.to(device)).argmax(1).cpu()
-             for x, _ in cifar.iterate_batches(images, torch.zeros(len(images), dtype=torch.long),
-                                               batch_size=batch_size, mean=mean, std=std)]
-    return torch.cat(preds)
+            precision: str = "bf16") -> torch.Tensor:
+    """Predicted class of every image (un-augmented, eval mode), on the CPU."""
+    return inference.logits(model, images, mean=mean, std=std, precision=precision).argmax(1).cpu()
 
 
 def confusion(labels: torch.Tensor | np.ndarray, preds: torch.Tensor | np.ndarray, *,
@@ -103,30 +43,51 @@ def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def layer_response_std(model: nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
-                       batch_size: int = 500) -> np.ndarray:
+                       precision: str = "bf16", batch_size: int = 500) -> np.ndarray:
     """Paper Figure 7: the standard deviation of each 3x3 layer's responses (after BN, before the addition
-    and the ReLU) over all test images, channels and positions, in layer order."""
+    and the ReLU) over all images, channels and positions, in layer order."""
+    device = inference.model_device(model)
     model.eval()
-    device = next(model.parameters()).device
-    sums = sumsq = counts = None
-    for x, _ in cifar.iterate_batches(images, torch.zeros(len(images), dtype=torch.long), batch_size=batch_size,
-                                      mean=mean, std=std):
-        responses = model.layer_responses(x.to(device))
-        s = torch.stack([r.double().sum() for r in responses])
-        q = torch.stack([r.double().square().sum() for r in responses])
-        n = torch.tensor([r.numel() for r in responses], dtype=torch.float64, device=s.device)
-        sums, sumsq, counts = (s, q, n) if sums is None else (sums + s, sumsq + q, counts + n)
-    mu = sums / counts
-    return (sumsq / counts - mu.square()).clamp_min(0).sqrt().cpu().numpy()
+    sums = torch.zeros(3, 0, dtype=torch.float64, device=device)  # rows: sum, sum of squares, count
+    with inference.autocast(device, precision):
+        for x in inference.input_batches(images, mean=mean, std=std, device=device, batch_size=batch_size):
+            responses = [r.double() for r in model.layer_responses(x)]
+            batch = torch.stack([torch.stack([r.sum() for r in responses]),
+                                 torch.stack([r.square().sum() for r in responses]),
+                                 torch.tensor([float(r.numel()) for r in responses], device=device,
+                                              dtype=torch.float64)])
+            sums = batch if sums.shape[1] == 0 else sums + batch
+    mu = sums[0] / sums[2]
+    return (sums[1] / sums[2] - mu.square()).clamp_min(0).sqrt().cpu().numpy()
 
 
-def responses_record(stds: Iterable[float], *, run_dir: str | Path, summary: dict[str, Any]) -> dict[str, Any]:
-    return {"run": Path(run_dir).name, "arch": summary["arch"], "stds": [float(s) for s in stds],
-            "final_test_error": summary["final_test_error"], "data": summary.get("data"),
-            "data_fingerprint": summary.get("data_fingerprint"), "git_commit": summary.get("git_commit"),
-            "schedule": summary.get("schedule")}
+def _about(run_dir: Path, summary: dict[str, Any], config: RunConfig, n_images: int) -> dict[str, Any]:
+    """What a record derived from a trained run says about where it came from."""
+    return {"run": Path(run_dir).name, "arch": config.arch, "shortcut": config.shortcut, "recipe": config.recipe,
+            "seed": config.seed, "selection": summary["selection"], "final_test_error": summary["final_test_error"],
+            "test_images": n_images, "schedule": describe_schedule(config), "quick": is_quick(config),
+            "data": summary["data"], "data_fingerprint": summary["data_fingerprint"],
+            "run_git_commit": summary["git_commit"], "git_commit": git_commit()}
 
 
-__all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "load_runs", "load_log", "seed_table",
-           "format_error", "format_params", "predict", "confusion", "per_class_accuracy", "layer_response_std",
-           "responses_record"]
+def confusion_record(model: nn.Module, saved: dict[str, Any], data: cifar.CIFAR10, *, run_dir: Path,
+                     summary: dict[str, Any]) -> dict[str, Any]:
+    """The confusion matrix of a run's reported model on the test images the run was evaluated on."""
+    config = RunConfig.from_dict(saved["config"])
+    n = config.test_subset or len(data.test_labels)
+    labels = data.test_labels[:n]
+    preds = predict(model, data.test_images[:n], mean=saved["mean"], std=saved["std"], precision=config.precision)
+    matrix = confusion(labels, preds, num_classes=len(data.classes))
+    return {**_about(run_dir, summary, config, n), "classes": list(data.classes), "matrix": matrix.tolist(),
+            "per_class_accuracy": dict(zip(data.classes, per_class_accuracy(matrix).round(4).tolist())),
+            "test_error": float((preds != labels).float().mean())}
+
+
+def responses_record(model: nn.Module, saved: dict[str, Any], data: cifar.CIFAR10, *, run_dir: Path,
+                     summary: dict[str, Any]) -> dict[str, Any]:
+    """Figure 7's numbers for a run's reported model, on the test images the run was evaluated on."""
+    config = RunConfig.from_dict(saved["config"])
+    n = config.test_subset or len(data.test_labels)
+    stds = layer_response_std(model, data.test_images[:n], mean=saved["mean"], std=saved["std"],
+                              precision=config.precision)
+    return {**_about(run_dir, summary, config, n), "stds": [float(s) for s in stds]}

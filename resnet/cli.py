@@ -2,7 +2,8 @@
 
 A user who mistypes a flag, points at a missing data set or whose run diverges gets one paragraph and a
 non-zero exit, never a traceback. Exit codes: 2 bad input (arguments, data, run folder), 3 diverged,
-130 interrupted.
+130 interrupted. A command stopped by its --time-limit exits 0: its runs are checkpointed, and running the
+same command again continues them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from resnet import data as cifar
-from resnet import train as engine
+from resnet.config import QUICK, ConfigError, RunConfig, quick
+from resnet.pretrained import WeightsError
+from resnet.records import RESULTS_DIR, RunFolderError, default_run_dir, summary_of
+from resnet.sweep import Job, run_sweep
+from resnet.train import Deadline, Diverged, load_trained
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -31,15 +36,15 @@ def main_guard(main: Callable[[], int | None]) -> NoReturn:
     """Run ``main`` and exit with its code; known failures become one clear paragraph."""
     try:
         code = main()
-    except (cifar.DataError, engine.ConfigError, engine.RunFolderError) as e:
+    except (cifar.DataError, ConfigError, RunFolderError, WeightsError) as e:
         fail(str(e))
-    except engine.Diverged as e:
+    except Diverged as e:
         fail(f"{e}. The run stopped with status 'diverged'; its last good checkpoint is kept. A lower "
              f"--lr (or the paper's warm-up for very deep nets) usually helps.", code=EXIT_DIVERGED,
              prefix="diverged")
     except KeyboardInterrupt:
         fail("stopped by the user; the records and the last checkpoint are kept, and running the same "
-             "command again with --resume (experiments resume by themselves) continues from there.",
+             "command again (with --resume for a single run) continues from there.",
              code=EXIT_INTERRUPTED, prefix="interrupted")
     sys.exit(code or 0)
 
@@ -54,26 +59,48 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None,
-                        help="folder holding cifar-10-batches-py (default: $CIFAR10_ROOT, else ./data)")
+                        help="folder holding cifar-10-batches-py/ or cifar-10-batches-bin/ "
+                             "(default: $CIFAR10_ROOT, else the repository's data/)")
     parser.add_argument("--download", action="store_true",
                         help="download the official CIFAR-10 archive into --data-dir if it is missing")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where to train (default: cuda when there is a GPU)")
 
 
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """How runs are executed: never what they compute (that is the config)."""
+    parser.add_argument("--time-limit", type=positive_seconds, default=None, metavar="SECONDS",
+                        help="end cleanly before this many seconds: unfinished runs are checkpointed, and "
+                             "the same command continues them")
+    parser.add_argument("--no-graph", dest="graph", action="store_const", const=False, default=None,
+                        help="on CUDA, run the eager step instead of the CUDA-graph step")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
+
+
 def experiment_parser(description: str) -> argparse.ArgumentParser:
     """The flags every experiment script takes."""
     parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
+    add_engine_args(parser)
     parser.add_argument("--quick", action="store_true",
-                        help=f"a short schedule on a subset ({engine.QUICK['iterations']} iterations, "
-                             f"{engine.QUICK['train_subset']:,} training images), recorded under results/quick/")
+                        help=f"a short schedule on a subset ({QUICK['iterations']} iterations, "
+                             f"{QUICK['train_subset']:,} training images), recorded under results/quick/")
     parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per network (mean and spread)")
-    parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once (processes)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="runs at once: processes on the CPU (default 1), runs per GPU on CUDA (default 8)")
     parser.add_argument("--results", type=Path, default=None,
                         help="results folder (default: results/, or results/quick/ with --quick)")
     return parser
@@ -82,33 +109,33 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
 def results_root(args: argparse.Namespace) -> Path:
     if args.results is not None:
         return Path(args.results)
-    return engine.RESULTS_DIR / "quick" if args.quick else engine.RESULTS_DIR
+    return RESULTS_DIR / "quick" if args.quick else RESULTS_DIR
 
 
-def sweep_jobs(configs: Sequence[engine.RunConfig], args: argparse.Namespace) -> list[engine.Job]:
+def sweep_jobs(configs: Sequence[RunConfig], args: argparse.Namespace) -> list[Job]:
     """One job per config and seed, in the results folder the flags choose, on the quick schedule if asked."""
     root = results_root(args) / "runs"
     jobs = []
     for cfg in configs:
         for seed in range(args.seeds):
-            c = cfg.replace(seed=seed)
-            if args.quick:
-                c = engine.quick(c)
-            jobs.append(engine.Job(c, engine.default_run_dir(c, root=root)))
+            c = quick(cfg.replace(seed=seed)) if args.quick else cfg.replace(seed=seed)
+            jobs.append(Job(c, default_run_dir(c, root=root)))
     return jobs
 
 
-def run_jobs(jobs: Sequence[engine.Job], args: argparse.Namespace, *, data: Any = None) -> list[dict[str, Any]]:
-    return engine.run_sweep(jobs, n_jobs=args.jobs, data=data, data_dir=args.data_dir, device=args.device,
-                            download=args.download, compile=args.compile)
+def run_jobs(jobs: Sequence[Job], args: argparse.Namespace, *, data: Any = None) -> list[dict[str, Any]]:
+    """The sweep of ``jobs`` with the flags' data, device, concurrency, engine and time limit."""
+    return run_sweep(jobs, data=data, data_dir=args.data_dir, download=args.download, device=args.device,
+                     at_once=args.jobs, graph=args.graph, compile=args.compile,
+                     deadline=Deadline.after(args.time_limit))
 
 
-def trained_runs(jobs: Sequence[engine.Job], *, purpose: str) -> Iterator[tuple[engine.Job, dict[str, Any], Any, dict]]:
+def finished_networks(jobs: Sequence[Job], *, purpose: str) -> Iterator[tuple[Job, dict[str, Any], Any, dict]]:
     """(job, summary, model, saved state) for each finished job, in eval mode on the CPU; a note for the rest."""
     for job in jobs:
-        summary = engine.summary_of(job.out)
+        summary = summary_of(job.out)
         if summary.get("status") != "finished":
             print(f"{job.out.name}: not finished ({summary.get('status')}); {purpose}")
             continue
-        model, state = engine.load_trained(job.out)
-        yield job, summary, model, state
+        model, saved = load_trained(job.out)
+        yield job, summary, model, saved

@@ -23,9 +23,11 @@ import torch
 from matplotlib.figure import Figure
 
 from resnet import data as cifar
+from resnet import models
 
 __all__ = ["STYLE", "augmentation_figure", "plot_augmentation", "plot_confusion", "plot_degradation",
-           "plot_layer_responses", "plot_shortcuts", "save_figure", "styled"]
+           "plot_layer_responses", "plot_shortcut_options", "plot_shortcuts", "plot_training_curves", "save_figure",
+           "styled"]
 
 DPI = 150
 
@@ -75,7 +77,7 @@ def _hwc(image: torch.Tensor) -> np.ndarray:
 @styled
 def plot_augmentation(images: torch.Tensor, classes_or_titles: Sequence[str], *, padding: int = 4,
                       seed: int = 0, num_random: int = 3,
-                      dataset: str = "CIFAR-10 (JPEG re-encoded)") -> Figure:
+                      dataset: str = "CIFAR-10") -> Figure:
     """The paper's training augmentation (section 4.2) on a few images: one row per image (uint8
     [K, 3, H, W], labelled by `classes_or_titles`), columns original, flipped, a random crop of the
     image zero-padded by `padding`, the same crop flipped, and `num_random` draws of
@@ -138,7 +140,7 @@ def augmentation_figure(data: cifar.CIFAR10, path: str | os.PathLike | None = No
     labels = data.train_labels
     rows = [int(torch.nonzero(labels == c)[0]) for c in range(num_classes) if bool((labels == c).any())]
     fig = plot_augmentation(data.train_images[rows], [data.classes[int(labels[i])] for i in rows],
-                            padding=padding, seed=seed, dataset=str(cifar.describe(data)["name"]))
+                            padding=padding, seed=seed, dataset=data.name)
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -157,15 +159,29 @@ def _wrap(title: str, fig: Figure) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in title.splitlines())
 
 
-def _depth(arch: str) -> int:
-    return int("".join(c for c in arch if c.isdigit()))
-
-
 def _mean_curve(logs: Sequence, column: str) -> tuple[np.ndarray, np.ndarray]:
     """Iterations and the mean of ``column`` (in %) over the seeds' logs, on their common iterations."""
     common = functools.reduce(np.intersect1d, [np.asarray(log["iteration"]) for log in logs])
     values = [np.asarray(log.set_index("iteration").loc[common, column], dtype=float) for log in logs]
     return common, 100 * np.mean(values, axis=0)
+
+
+def _draw_curves(ax, curves: dict, colors: dict) -> float:
+    """Training error (thin dashed) and test error (bold) of each entry of ``curves`` (label -> the logs of
+    its seeds, averaged) on ``ax``; returns the highest error after the first quarter, for the y range."""
+    ymax = 0.0
+    for name, logs in curves.items():
+        it, train = _mean_curve(logs, "train_error")
+        _, test = _mean_curve(logs, "test_error")
+        seeds = f" ({len(logs)} seeds)" if len(logs) > 1 else ""
+        ax.plot(it, train, "--", lw=0.9, color=colors[name])
+        ax.plot(it, test, "-", lw=2.0, color=colors[name], label=f"{name}{seeds}")
+        ymax = max(ymax, float(np.nanmax(train[len(train) // 4:])), float(np.nanmax(test[len(test) // 4:])))
+    ax.set_xlabel("iteration")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(loc="best", title="bold: test, dashed: train")
+    return ymax
 
 
 @styled
@@ -177,22 +193,12 @@ def plot_degradation(curves: dict, *, title: str = "") -> Figure:
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     ymax = 0.0
-    for ax, family, name in ((axes[0], "plain", "plain"), (axes[1], "resnet", "ResNet")):
-        archs = sorted((a for a in curves if a.startswith(family)), key=_depth)
-        for arch in archs:
-            depth, logs = _depth(arch), curves[arch]
-            color = DEPTH_COLORS.get(depth, "black")
-            it, train = _mean_curve(logs, "train_error")
-            _, test = _mean_curve(logs, "test_error")
-            seeds = f" ({len(logs)} seeds)" if len(logs) > 1 else ""
-            ax.plot(it, train, "--", lw=0.9, color=color)
-            ax.plot(it, test, "-", lw=2.0, color=color, label=f"{name}-{depth}{seeds}")
-            ymax = max(ymax, float(np.nanmax(train[len(train) // 4:])), float(np.nanmax(test[len(test) // 4:])))
+    for ax, residual, name in ((axes[0], False, "plain"), (axes[1], True, "ResNet")):
+        archs = sorted((a for a in curves if models.is_residual(a) == residual), key=models.arch_depth)
+        named = {f"{name}-{models.arch_depth(a)}": curves[a] for a in archs}
+        colors = {f"{name}-{models.arch_depth(a)}": DEPTH_COLORS.get(models.arch_depth(a), "black") for a in archs}
+        ymax = max(ymax, _draw_curves(ax, named, colors))
         ax.set_title(f"{name} networks" if archs else f"{name} networks (no runs)")
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        if archs:
-            ax.legend(loc="best", title="bold: test, dashed: train")
     axes[0].set_ylabel("error (%)")
     axes[0].set_ylim(0, min(100, 1.15 * ymax) if ymax > 0 else 100)
     if title:
@@ -201,9 +207,24 @@ def plot_degradation(curves: dict, *, title: str = "") -> Figure:
 
 
 @styled
+def plot_training_curves(curves: dict, *, title: str = "") -> Figure:
+    """Training error (dashed) and test error (bold) against iterations on one panel; ``curves`` maps a
+    label to the list of its seeds' log tables (e.g. {"option A": [log], "option B": [log]})."""
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    palette = matplotlib.colormaps["tab10"]
+    ymax = _draw_curves(ax, curves, {name: palette(i) for i, name in enumerate(curves)})
+    ax.set_ylabel("error (%)")
+    ax.set_ylim(0, min(100, 1.15 * ymax) if ymax > 0 else 100)
+    if title:
+        ax.set_title(_wrap(title, fig))
+    return fig
+
+
+@styled
 def plot_shortcuts(table, *, title: str = "") -> Figure:
     """Final test error against depth, one line per shortcut option (A, B, C); error bars are the
-    standard deviation over seeds where there are several. ``table`` is analysis.seed_table's output."""
+    standard deviation over seeds where there are several. ``table`` is results.seed_table's output."""
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.subplots()
     styles = {"A": ("o", "-"), "B": ("s", "--"), "C": ("^", ":")}
@@ -212,8 +233,8 @@ def plot_shortcuts(table, *, title: str = "") -> Figure:
         if rows.empty:
             continue
         marker, line = styles[option]
-        err = rows["error_std"].fillna(0).to_numpy()
-        ax.errorbar(rows["depth"], rows["error_mean"], yerr=err if err.any() else None, marker=marker,
+        err = rows["test_std"].fillna(0).to_numpy()
+        ax.errorbar(rows["depth"], rows["test_mean"], yerr=err if err.any() else None, marker=marker,
                     linestyle=line, capsize=3, label=f"option {option}")
     ax.set_xticks(sorted(set(table["depth"])))
     ax.set_xlabel("layers")
@@ -253,9 +274,9 @@ def plot_layer_responses(stds: dict, *, title: str = "") -> Figure:
     arch name to its list of per-layer standard deviations."""
     fig = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1)
-    for arch in sorted(stds, key=lambda a: (not a.startswith("plain"), _depth(a))):
+    for arch in sorted(stds, key=lambda a: (models.is_residual(a), models.arch_depth(a))):
         values = np.asarray(stds[arch], dtype=float)
-        depth = _depth(arch)
+        depth = models.arch_depth(arch)
         name = f"{'plain' if arch.startswith('plain') else 'ResNet'}-{depth}"
         style = dict(color=DEPTH_COLORS.get(depth, "black"), lw=1.3,
                      ls="--" if arch.startswith("plain") else "-")
@@ -270,4 +291,55 @@ def plot_layer_responses(stds: dict, *, title: str = "") -> Figure:
         ax.legend(ncols=2)
     if title:
         fig.suptitle(_wrap(title, fig))
+    return fig
+
+
+_SHORTCUT_TEXT = {
+    "A": "identity, subsampled /2\n+ 16 zero channels\n(no parameters)",
+    "B": "projection: 1x1 conv,\n32 filters, /2, + BN\n(512 + 64 parameters)",
+    "C": "projection: 1x1 conv,\n32 filters, /2, + BN\n(and a 1x1 projection on\nevery other block too)",
+}
+
+
+def _box(ax, x: float, y: float, text: str, color: str) -> None:
+    ax.text(x, y, text, ha="center", va="center", fontsize=7.5,
+            bbox=dict(boxstyle="round,pad=0.35", facecolor=color, edgecolor="0.3", lw=0.8))
+
+
+def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="-|>", lw=0.9, color="0.25",
+                                                          shrinkA=9, shrinkB=9))
+
+
+@styled
+def plot_shortcut_options() -> Figure:
+    """The block where stage 2 begins (16 -> 32 filters, 32x32 -> 16x16 maps) with each shortcut option of
+    section 3.3, and what each option costs a ResNet-20 (counted from the models)."""
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    for ax, option in zip(fig.subplots(1, 3), models.SHORTCUTS):
+        net = models.resnet20(shortcut=option)
+        projections = sum(isinstance(m.shortcut, torch.nn.Sequential) for m in net.modules()
+                          if isinstance(m, models.BasicBlock))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.axis("off")
+        ax.set_title(f"option {option}: ResNet-20 has {models.count_parameters(net):,} parameters,\n"
+                     f"{projections} of 9 shortcuts are projections")
+        _box(ax, 0.5, 0.94, "x: 16 channels, 32x32", "0.92")
+        steps = [(0.82, "3x3 conv, 32 filters, /2"), (0.68, "BN, ReLU"), (0.54, "3x3 conv, 32 filters"),
+                 (0.40, "BN")]
+        for (y, text), (y_prev, _) in zip(steps, [(0.94, ""), *steps]):
+            _box(ax, 0.3, y, text, "#dbe9f6")
+            _arrow(ax, (0.3 if y_prev != 0.94 else 0.45, y_prev), (0.3, y))
+        _box(ax, 0.76, 0.62, _SHORTCUT_TEXT[option], "#fde2c8" if option != "A" else "#e4f2dc")
+        _arrow(ax, (0.55, 0.94), (0.76, 0.665))  # to the box's top edge and from its bottom edge
+        ax.text(0.5, 0.24, "+", ha="center", va="center", fontsize=13,
+                bbox=dict(boxstyle="circle,pad=0.15", facecolor="white", edgecolor="0.3"))
+        _arrow(ax, (0.3, 0.40), (0.5, 0.24))
+        _arrow(ax, (0.76, 0.575), (0.5, 0.24))
+        _box(ax, 0.5, 0.08, "ReLU: 32 channels, 16x16", "0.92")
+        _arrow(ax, (0.5, 0.24), (0.5, 0.08))
+        ax.text(0.3, 0.31, "F(x)", ha="center", fontsize=8, style="italic")
+        ax.text(0.78, 0.31, "shortcut", ha="center", fontsize=8, style="italic")
+    fig.suptitle("Where the shape changes: the shortcut options of section 3.3 (paper Eq. 2: y = F(x) + W_s x)")
     return fig

@@ -1,102 +1,82 @@
-"""The experiment scripts' command lines: --help, a missing data set, bad arguments.
+"""The experiment scripts as a user runs them: --help, a missing data set, bad arguments, the time limit,
+and the quick schedules end to end (shrunk to a few iterations on the synthetic fixture).
 
-Every case runs the script as a user would (a subprocess of this Python). Each start pays for importing
-torch, pandas and matplotlib, so all of them are started at once by one module fixture (a few at a
-time) and the tests read their results: the module costs about the slowest few starts, not their sum.
+Error cases run the script's main() in this process under resnet.cli.main_guard (the `run_script`
+fixture), which is what its command line does; one real process per script checks that it starts.
 A failure must be one clear paragraph on stderr and exit code 2: never a traceback, never a run folder.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
-EXPERIMENTS = REPO / "experiments"
-SCRIPTS = ("degradation", "shortcuts", "confusion", "layer_responses", "make_figures", "train")
-SWEEPS = ("degradation", "shortcuts", "confusion", "layer_responses")  # the scripts with --quick
+SCRIPTS = ("degradation", "shortcuts", "confusion", "layer_responses", "make_figures", "train", "publish_weights")
+SWEEPS = ("degradation", "shortcuts", "confusion", "layer_responses")
 MISSING = "/nonexistent"
-NEEDS_DATA = ("degradation", "confusion", "layer_responses")
-BAD_ARGS = {"jobs-0": ("--jobs", "0"), "seeds-negative": ("--seeds", "-1")}
 
 
-def _cases(tmp: Path) -> dict[str, tuple[list[str], Path | None]]:
-    """name -> (command, results folder it was pointed at)."""
-    py = lambda script, *args: [sys.executable, str(EXPERIMENTS / f"{script}.py"), *map(str, args)]
-    cases: dict[str, tuple[list[str], Path | None]] = {f"help-{s}": (py(s, "--help"), None) for s in SCRIPTS}
-    for s in NEEDS_DATA:
-        results = tmp / f"missing-{s}"
-        cases[f"missing-{s}"] = (py(s, "--quick", "--data-dir", MISSING, "--results", results), results)
-    for name, args in BAD_ARGS.items():
-        results = tmp / f"bad-{name}"
-        cases[f"bad-{name}"] = (py("degradation", "--quick", *args, "--results", results), results)
-    return cases
-
-
-@pytest.fixture(scope="module")
-def ran(tmp_path_factory):
-    """name -> (CompletedProcess, results folder) for every case, run concurrently."""
-    tmp = tmp_path_factory.mktemp("experiments")
-    cases = _cases(tmp)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("CIFAR10_ROOT", None)  # --data-dir alone decides where the data is looked for
-
-    def run(cmd):
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp, env=env)
+def test_every_script_starts_as_a_program():
+    """One real process per script (`--help`), started a few at a time."""
+    def run(script):
+        return subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"), "--help"],
+                              capture_output=True, text=True, timeout=300)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        done = dict(zip(cases, pool.map(run, (cmd for cmd, _ in cases.values()))))
-    return {name: (done[name], results) for name, (_, results) in cases.items()}
+        done = dict(zip(SCRIPTS, pool.map(run, SCRIPTS)))
+    for script, proc in done.items():
+        assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (script, proc.stderr)
+        if script in SWEEPS:
+            for flag in ("--quick", "--data-dir", "--seeds", "--jobs", "--results", "--time-limit", "--no-graph"):
+                assert flag in proc.stdout, (script, flag)
 
 
-def one_paragraph(text: str) -> str:
-    return " ".join(text.split())
+@pytest.mark.parametrize("script", SWEEPS)
+def test_missing_data_is_one_clear_message_and_writes_nothing(run_script, script, tmp_path, monkeypatch):
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    results = tmp_path / "results"
+    result = run_script(script, "--quick", "--data-dir", MISSING, "--results", results)
+    assert result.code == 2, result.err
+    assert result.message.startswith("error: CIFAR-10 not found") and "Traceback" not in result.err
+    assert MISSING in result.message and "--download" in result.message and "--data-dir" in result.message
+    assert not results.exists()  # the data is checked before any run starts: no folder, record or figure
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_help(ran, script):
-    proc, _ = ran[f"help-{script}"]
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage:") and "Traceback" not in proc.stderr
-    if script in SWEEPS:
-        assert "--quick" in proc.stdout
-        for flag in ("--data-dir", "--seeds", "--jobs", "--results"):
-            assert flag in proc.stdout
+@pytest.mark.parametrize("args, needle", [
+    (("--jobs", "0"), "argument --jobs: expected a positive number"),
+    (("--seeds", "-1"), "argument --seeds: expected a positive number"),
+    (("--time-limit", "-3"), "argument --time-limit: expected a positive number of seconds"),
+    (("--device", "tpu"), "argument --device: invalid choice"),
+])
+def test_bad_arguments_exit_2_without_traceback(run_script, args, needle, tmp_path):
+    result = run_script("degradation", "--quick", *args, "--results", tmp_path / "results")
+    assert result.code == 2 and needle in result.message and "Traceback" not in result.err
+    assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("script", NEEDS_DATA)
-def test_missing_data_is_one_clear_message_and_writes_nothing(ran, script):
-    proc, results = ran[f"missing-{script}"]
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    message = one_paragraph(proc.stderr)
-    assert message.startswith("error: CIFAR-10 not found")
-    assert MISSING in message and "--download" in message and "--data-dir" in message
-    # the data set is checked before any run starts: no run folder, no record, no figure
-    assert not (results / "runs").exists()
-    assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))
+def test_bad_network_for_confusion(run_script, tmp_path):
+    result = run_script("confusion", "--networks", "resnet21:paper", "--results", tmp_path)
+    assert result.code == 2 and "expected ARCH:RECIPE" in result.message
 
 
-@pytest.mark.parametrize("case", BAD_ARGS)
-def test_bad_arguments_exit_2_without_traceback(ran, case):
-    proc, results = ran[f"bad-{case}"]
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    assert "expected a positive number" in proc.stderr
-    flag = BAD_ARGS[case][0]
-    assert f"argument {flag}" in proc.stderr
-    assert not results.exists()
+def test_time_limit_already_spent_trains_nothing_and_says_how_to_continue(run_script, cifar_root, tmp_path):
+    """--time-limit counts from the start of the process: a limit already spent checkpoints nothing new,
+    exits 0, and the last line says how many runs finished and that the same command continues."""
+    result = run_script("degradation", "--quick", "--data-dir", cifar_root, "--results", tmp_path / "r",
+                        "--device", "cpu", "--time-limit", "0.5")
+    assert result.code == 0, result.err
+    assert result.err.strip().splitlines()[-1] == \
+        "sweep: 0 of 8 runs finished; running the same command again continues the unfinished ones"
 
 
 # ------------------------------------------------------------------------------ the scripts, end to end
-# Each experiment's main() runs in this process with its --quick schedule shrunk to a few iterations on
-# the synthetic fixture (the real quick schedule needs 10,000 training images): the same code path a
-# user's `--quick` takes, from the sweep to the records and the figure.
 TINY = dict(iterations=4, milestones=(2,), eval_every=2, train_subset=256, test_subset=64, batch_size=32)
 TINY_TUTORIAL = dict(iterations=6, eval_every=2, train_subset=256, val_size=200, test_subset=64, batch_size=32,
                      patience=5, max_epochs=50)
@@ -104,37 +84,40 @@ TINY_TUTORIAL = dict(iterations=6, eval_every=2, train_subset=256, val_size=200,
 
 @pytest.fixture()
 def tiny_quick(monkeypatch):
-    from resnet import train as engine
-    monkeypatch.setattr(engine, "QUICK", TINY)
-    monkeypatch.setattr(engine, "QUICK_TUTORIAL", TINY_TUTORIAL)
-    monkeypatch.syspath_prepend(str(EXPERIMENTS))
-    import torch
+    """The --quick schedule shrunk to a few iterations: the same code path as a user's --quick."""
+    from resnet import config
+    monkeypatch.setattr(config, "QUICK", TINY)
+    monkeypatch.setattr(config, "QUICK_TUTORIAL", TINY_TUTORIAL)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
-def _main(script: str, monkeypatch, *args) -> None:
-    import importlib
-    module = importlib.import_module(script)
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, args)])
-    assert module.main() == 0
-
-
-def test_confusion_and_layer_responses_end_to_end(tiny_quick, monkeypatch, cifar_root, tmp_path):
-    import json
+def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_path):
     results = tmp_path / "results"
     common = ("--quick", "--data-dir", cifar_root, "--results", results, "--device", "cpu")
-    _main("confusion", monkeypatch, *common)
-    record = json.loads((results / "confusion" / "resnet20-A-tutorial-s0.json").read_text())
-    assert record["selection"] == "validation" and record["test_images"] == 64
-    assert sum(map(sum, record["matrix"])) == 64
-    assert record["test_error"] == record["summary_test_error"]  # the same model, the same images
-    assert (results / "figures" / "confusion_resnet20-A-tutorial-s0.png").stat().st_size > 10_000
+    for script in ("degradation", "confusion", "layer_responses"):
+        result = run_script(script, *common)
+        assert result.code == 0, (script, result.err)
+    runs = sorted(p.name for p in (results / "runs").iterdir())
+    assert runs == sorted([f"plain{d}-paper-s0" for d in (20, 32, 44, 56)] +
+                          [f"resnet{d}-A-paper-s0" for d in (20, 32, 44, 56)] + ["resnet20-A-tutorial-s0"])
+    paper = json.loads((results / "confusion" / "resnet56-A-paper-s0.json").read_text())
+    tutorial = json.loads((results / "confusion" / "resnet20-A-tutorial-s0.json").read_text())
+    assert tutorial["selection"] == "validation" and tutorial["quick"] and sum(map(sum, tutorial["matrix"])) == 64
+    for record in (paper, tutorial):
+        assert record["test_error"] == pytest.approx(record["final_test_error"])  # the run's own number
+    responses = json.loads((results / "layer_responses.json").read_text())["runs"]
+    assert [r["arch"] for r in responses] == ["plain20", "plain56", "resnet20", "resnet56"]
+    assert [len(r["stds"]) for r in responses] == [19, 55, 19, 55]
+    figures = {p.name for p in (results / "figures").iterdir()}
+    assert {"fig6_degradation.png", "table6.md", "fig7_layer_responses.png",
+            "confusion_resnet56-A-paper-s0.png", "confusion_resnet20-A-tutorial-s0.png"} <= figures
+    again = run_script("degradation", *common)  # finished runs are skipped, not retrained
+    assert again.err.count("finished before, skipped") == 8
 
-    _main("layer_responses", monkeypatch, *common)
-    runs = json.loads((results / "layer_responses.json").read_text())["runs"]
-    assert [r["arch"] for r in runs] == ["plain20", "plain56", "resnet20", "resnet56"]
-    assert [len(r["stds"]) for r in runs] == [19, 55, 19, 55]
-    assert (results / "figures" / "fig7_layer_responses.png").exists()
+
+def test_publish_weights_skips_unfinished_runs(run_script, tmp_path):
+    result = run_script("publish_weights", "--runs", tmp_path)
+    assert result.code == 0 and result.out.count("not finished") == 6

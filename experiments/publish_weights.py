@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Publish the reported weights of the full-schedule networks that the figures and notebooks use (seed 0
+of plain-20/56, ResNet-20/56/110 and the tutorial recipe's ResNet-20) into results/weights/, in half
+precision with their SHA-256 (resnet.pretrained). Runs that have not finished here are listed and skipped.
+
+    python experiments/publish_weights.py
+    python -c "from resnet.pretrained import load; model, norm = load('resnet56')"
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from resnet import cli, pretrained
+from resnet.records import RESULTS_DIR, run_finished
+from resnet.results import shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=str(RESULTS_DIR / "runs"), help="folder of the run folders")
+    args = parser.parse_args(argv)
+    for name in pretrained.PUBLISHED:
+        run_dir = Path(args.runs) / name
+        if not run_finished(run_dir):
+            print(f"{name}: not finished under {args.runs}; skipped")
+            continue
+        path = pretrained.publish(run_dir)
+        print(f"{name}: {shown(path)} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)

@@ -1,0 +1,73 @@
+"""The set-up every notebook starts with, in one call:
+
+    from resnet.notebook import setup
+    nb = setup()           # figures inline, tables wide; which records to read; CIFAR-10 if it is here
+
+``nb.records`` is results/ when it holds finished full-schedule runs and results/quick/ otherwise (the
+notebooks say which); ``nb.data`` is CIFAR-10 from $CIFAR10_ROOT or the repository's data/ (None when
+absent: the cells that need images then print a note and skip); ``nb.weights`` lists the published
+trained networks (resnet.pretrained), which notebooks 05 and 06 use instead of training when present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from resnet import data as cifar
+from resnet import pretrained, results
+from resnet.records import REPO_ROOT, RESULTS_DIR
+
+__all__ = ["Notebook", "setup"]
+
+
+@dataclass
+class Notebook:
+    """What a notebook reads: the repository, the records, the figures drawn from them, and the data."""
+
+    repo: Path
+    records: Path
+    figures: Path
+    quick: bool
+    data: cifar.CIFAR10 | None
+    weights: tuple[str, ...]
+
+    def runs(self) -> pd.DataFrame:
+        """Every run under ``records`` (resnet.results.load_runs)."""
+        return results.load_runs(self.records)
+
+    def has_weights(self, *names: str) -> bool:
+        """True when every named run (e.g. "resnet56-A-paper-s0") has published weights."""
+        return all(name in self.weights for name in names)
+
+
+def setup(*, data: bool = True) -> Notebook:
+    """Figures inline and wide tables; the records, figures, data and published weights, with one line each."""
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+        if shell is not None:
+            shell.run_line_magic("matplotlib", "inline")
+    except ImportError:  # plain Python: nothing to configure
+        pass
+    pd.set_option("display.width", 120)
+    records = results.records_root()
+    nb = Notebook(repo=REPO_ROOT, records=records, figures=results.figures_dir_for(records),
+                  quick=records != RESULTS_DIR, data=_load_data() if data else None, weights=pretrained.published())
+    kind = "quick runs: a short schedule on a subset" if nb.quick else "full-schedule runs"
+    print(f"records: {records.relative_to(REPO_ROOT)} ({kind}); figures: {nb.figures.relative_to(REPO_ROOT)}")
+    if data:
+        print(f"data: {nb.data.name}, {len(nb.data.train_labels):,} training and {len(nb.data.test_labels):,} test "
+              f"images, fingerprint {nb.data.fingerprint}" if nb.data is not None
+              else "data: no CIFAR-10 here, so the cells that need images print a note and skip")
+    print(f"published weights: {', '.join(nb.weights) or 'none yet'}")
+    return nb
+
+
+def _load_data() -> cifar.CIFAR10 | None:
+    try:
+        return cifar.load_cifar10(cifar.resolve_data_dir())
+    except cifar.DataError:
+        return None

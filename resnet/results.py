@@ -1,0 +1,280 @@
+"""The paper's artefacts as functions of the run records: which runs, Table 6, the shortcut table, the
+inputs of Figure 6, Figure 7 and the confusion matrices, and the one-line label every figure carries.
+:func:`build` draws them all into figures/ (what `make figures` runs); notebooks call the same functions.
+
+    root = records_root()                    # results/ when it holds full-schedule runs, else results/quick
+    runs = load_runs(root)
+    table6(runs)                             # ours (mean ± std over seeds) beside the paper's
+    plots.plot_degradation(degradation_curves(runs), title=label(degradation_runs(runs)))
+
+Errors in tables are percentages of the final iteration's error (or, for the tutorial recipe, of the
+validation-chosen model's): never chosen on the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from resnet import data as cifar
+from resnet import models, plots
+from resnet.config import RunConfig, describe_schedule, is_quick
+from resnet.records import REPO_ROOT, RESULTS_DIR, atomic_write_bytes
+
+__all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "records_root", "figures_dir_for",
+           "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label", "seed_table", "table6",
+           "shortcut_table", "degradation_curves", "confusion_records", "layer_response_records", "build",
+           "build_augmentation", "shown"]
+
+#: Paper Table 6: CIFAR-10 test error (%) of the ResNets. 110: best of 5 runs; their mean is 6.61 ± 0.16.
+PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (best of 5; mean 6.61 ± 0.16)",
+                1202: "7.93"}
+PAPER_PARAMS = {20: "0.27M", 32: "0.46M", 44: "0.66M", 56: "0.85M", 110: "1.7M", 1202: "19.4M"}
+#: The tutorial reproduction's ResNet-20 (Adam, early stopping): test accuracy 85.78%.
+TUTORIAL_TEST_ERROR = round(100 - 85.78, 2)
+FIGURES_DIR = REPO_ROOT / "figures"
+
+
+# ------------------------------------------------------------------------------------------ which records
+def records_root(results: Path = RESULTS_DIR) -> Path:
+    """``results`` when it holds finished full-schedule runs, else its quick records ``results/quick``."""
+    return results if any(load_runs(results).get("status", pd.Series(dtype=str)) == "finished") \
+        else results / "quick"
+
+
+def figures_dir_for(results_root: Path) -> Path:
+    """figures/ for results/, figures/quick/ for results/quick/, <root>/figures for any other folder."""
+    root = Path(results_root).resolve()
+    known = {RESULTS_DIR.resolve(): FIGURES_DIR, (RESULTS_DIR / "quick").resolve(): FIGURES_DIR / "quick"}
+    return known.get(root, root / "figures")
+
+
+def load_runs(results_root: str | Path) -> pd.DataFrame:
+    """One row per run folder under ``results_root/runs``: its summary, its config (as ``config`` and as
+    ``cfg_<field>`` columns), its folder, depth and whether it is residual."""
+    rows = []
+    for path in sorted(Path(results_root, "runs").glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+            config = json.loads((path.parent / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        rows.append({"run": path.parent.name, "path": str(path.parent), "depth": models.arch_depth(config["arch"]),
+                     "residual": models.is_residual(config["arch"]), "config": config,
+                     **{f"cfg_{k}": v for k, v in config.items()}, **summary})
+    return pd.DataFrame(rows)
+
+
+def load_log(run_dir: str | Path) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / "log.csv")
+
+
+def _finished_paper_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    if runs.empty:
+        return runs
+    return runs[(runs["recipe"] == "paper") & (runs["status"] == "finished") & (runs["cfg_precision"] == "bf16")]
+
+
+def degradation_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Figure 6's and Table 6's runs: the paper's recipe, finished, plain nets and option-A ResNets (the
+    float32 control runs are left out)."""
+    runs = _finished_paper_runs(runs)
+    return runs if runs.empty else runs[(runs["shortcut"] == "A") | ~runs["residual"]]
+
+
+def shortcut_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The shortcut ablation's runs: the paper's recipe, finished, ResNets of every option."""
+    runs = _finished_paper_runs(runs)
+    return runs if runs.empty else runs[runs["residual"]]
+
+
+def label(runs: pd.DataFrame) -> str:
+    """The one line every figure and table carries: schedule, data and seeds, from the records themselves,
+    e.g. "64,000 iterations, batch 128, all training images · CIFAR-10 · seeds 0-2"."""
+    if runs.empty:
+        return ""
+    configs = [RunConfig.from_dict(c) for c in runs["config"]]
+    schedules = [describe_schedule(c) for c in configs]
+    quick = "quick run: " if all(is_quick(c) for c in configs) else ""
+    seeds = sorted(set(runs["seed"]))
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    return f"{quick}{max(set(schedules), key=schedules.count)} · {' / '.join(sorted(set(runs['data'])))} · {seed_text}"
+
+
+# ------------------------------------------------------------------------------------------ tables
+def seed_table(runs: pd.DataFrame, by: Iterable[str] = ("arch",)) -> pd.DataFrame:
+    """Per network: final test and training error (%) over its finished seeds (mean, std, count)."""
+    by = list(by)
+    done = runs[runs["status"] == "finished"].assign(test=lambda d: 100 * d["final_test_error"],
+                                                     train=lambda d: 100 * d["final_train_error"])
+    if done.empty:
+        return pd.DataFrame(columns=[*by, "depth", "parameters", "test_mean", "test_std", "train_mean", "train_std",
+                                     "seeds"])
+    std = lambda s: s.std(ddof=1) if len(s) > 1 else math.nan
+    table = done.groupby(by, sort=False).agg(
+        depth=("depth", "first"), parameters=("parameters", "first"), test_mean=("test", "mean"),
+        test_std=("test", std), train_mean=("train", "mean"), train_std=("train", std), seeds=("test", "size"),
+        wall_time_s=("wall_time_s", "mean")).reset_index()
+    return table.sort_values(["depth", *by]).reset_index(drop=True)
+
+
+def _error(row: pd.Series | None, which: str = "test") -> str:
+    """'8.52' for one seed, '8.52 ± 0.14 (3 seeds)' for several, '–' for none."""
+    if row is None:
+        return "–"
+    mean, std, n = row[f"{which}_mean"], row[f"{which}_std"], int(row["seeds"])
+    return f"{mean:.2f} ± {std:.2f} ({n} seeds)" if n > 1 and not math.isnan(std) else f"{mean:.2f}"
+
+
+def _row(table: pd.DataFrame, **match: Any) -> pd.Series | None:
+    mask = pd.Series(True, index=table.index)
+    for column, value in match.items():
+        mask &= table[column] == value
+    return table[mask].iloc[0] if mask.any() else None
+
+
+def table6(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 6 beside our runs: per depth, parameters (ours, the paper's), the plain net's and the ResNet's
+    final test and training error (mean ± std over seeds), and the paper's ResNet test error."""
+    table = seed_table(degradation_runs(runs), by=("arch",))
+    rows = []
+    for depth in sorted(set(table["depth"])):
+        plain, res = _row(table, arch=f"plain{depth}"), _row(table, arch=f"resnet{depth}")
+        rows.append({"layers": depth, "params": f"{(res if res is not None else plain)['parameters'] / 1e6:.2f}M",
+                     "paper params": PAPER_PARAMS.get(depth, "–"),
+                     "plain test": _error(plain), "plain train": _error(plain, "train"),
+                     "ResNet test": _error(res), "ResNet train": _error(res, "train"),
+                     "ResNet test, paper": PAPER_TABLE6.get(depth, "–")})
+    return pd.DataFrame(rows)
+
+
+def shortcut_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Options A, B and C per depth: final test error (mean ± std over seeds) and parameters."""
+    table = seed_table(shortcut_runs(runs), by=("arch", "shortcut"))
+    rows = []
+    for depth in sorted(set(table["depth"])):
+        row: dict[str, Any] = {"layers": depth}
+        for option in models.SHORTCUTS:
+            found = _row(table, depth=depth, shortcut=option)
+            row[f"{option} test"] = _error(found)
+            row[f"{option} params"] = "–" if found is None else f"{int(found['parameters']):,}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ figure inputs
+def degradation_curves(runs: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
+    """Figure 6's input: each network's logs (one per seed), for plots.plot_degradation."""
+    runs = degradation_runs(runs)
+    return {} if runs.empty else {arch: [load_log(p) for p in group["path"]] for arch, group in runs.groupby("arch")}
+
+
+def confusion_records(results_root: Path) -> list[dict[str, Any]]:
+    """The confusion-matrix records (experiments/confusion.py): the paper's recipe first, then the tutorial's."""
+    found = [json.loads(p.read_text()) for p in sorted(Path(results_root, "confusion").glob("*.json"))]
+    return sorted(found, key=lambda r: (r["recipe"] != "paper", models.arch_depth(r["arch"]), r["run"]))
+
+
+def layer_response_records(results_root: Path) -> list[dict[str, Any]]:
+    """Figure 7's input: one record per network (experiments/layer_responses.py), plain nets first."""
+    path = Path(results_root, "layer_responses.json")
+    found = json.loads(path.read_text())["runs"] if path.exists() else []
+    return sorted(found, key=lambda r: (models.is_residual(r["arch"]), models.arch_depth(r["arch"])))
+
+
+def _record_label(record: dict[str, Any]) -> str:
+    quick = "quick run: " if record.get("quick") else ""
+    return f"{quick}{record['schedule']} · {record['data']} · seed {record.get('seed', 0)}"
+
+
+# ------------------------------------------------------------------------------------------ files
+def _write_table(df: pd.DataFrame, path: Path, title: str) -> list[Path]:
+    atomic_write_bytes(path.with_suffix(".csv"), df.to_csv(index=False).encode())
+    atomic_write_bytes(path.with_suffix(".md"), f"{title}\n\n{df.to_markdown(index=False)}\n".encode())
+    return [path.with_suffix(".md"), path.with_suffix(".csv")]
+
+
+def _build_degradation(root: Path, out: Path) -> list[Path]:
+    runs = degradation_runs(load_runs(root))
+    if runs.empty or runs["residual"].nunique() < 2:
+        return []
+    text = label(runs)
+    fig = plots.plot_degradation(degradation_curves(runs), title=f"Figure 6 (CIFAR-10): plain vs residual\n{text}")
+    title = (f"**Table 6 (CIFAR-10 error, %)**: ours ({text}; final iteration, never chosen on the test set; "
+             f"test and training error) beside the paper's test error.")
+    return [plots.save_figure(fig, out / "fig6_degradation.png"), *_write_table(table6(runs), out / "table6", title)]
+
+
+def _build_shortcuts(root: Path, out: Path) -> list[Path]:
+    runs = shortcut_runs(load_runs(root))
+    if runs.empty or runs["shortcut"].nunique() < 2:
+        return []
+    text = label(runs)
+    fig = plots.plot_shortcuts(seed_table(runs, by=("arch", "shortcut")), title=f"Shortcut options A/B/C (CIFAR-10)\n{text}")
+    title = f"**Shortcut options (CIFAR-10 test error, %)**: {text}; final iteration."
+    return [plots.save_figure(fig, out / "shortcuts.png"), *_write_table(shortcut_table(runs), out / "shortcuts", title)]
+
+
+def _build_confusion(root: Path, out: Path) -> list[Path]:
+    made = []
+    for rec in confusion_records(root):
+        title = (f"Confusion matrix: {rec['run']} ({rec['selection']}), test error {100 * rec['test_error']:.2f}%\n"
+                 f"{_record_label(rec)}")
+        made.append(plots.save_figure(plots.plot_confusion(rec["matrix"], rec["classes"], title=title),
+                                      out / f"confusion_{rec['run']}.png"))
+    return made
+
+
+def _build_layer_responses(root: Path, out: Path) -> list[Path]:
+    records = layer_response_records(root)
+    if not records:
+        return []
+    fig = plots.plot_layer_responses({r["arch"]: r["stds"] for r in records},
+                                     title="Figure 7: std of 3x3 layer responses (after BN, before addition/ReLU)\n"
+                                           + _record_label(records[0]))
+    return [plots.save_figure(fig, out / "fig7_layer_responses.png")]
+
+
+BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
+    "degradation": _build_degradation, "shortcuts": _build_shortcuts, "confusion": _build_confusion,
+    "layer_responses": _build_layer_responses,
+}
+
+
+def build(results_root: Path, *, only: Iterable[str] | None = None, out: Path | None = None) -> list[Path]:
+    """Draw the figures and tables of ``results_root`` (all, or ``only`` those named) into ``out`` (default
+    figures_dir_for(results_root)); a figure without finished runs is skipped with a one-line note."""
+    out = Path(out) if out is not None else figures_dir_for(results_root)
+    unknown = set(only or ()) - set(BUILDERS)
+    if unknown:
+        raise ValueError(f"unknown figure(s) {', '.join(sorted(unknown))}; known: {', '.join(BUILDERS)}")
+    made: list[Path] = []
+    for name in only or BUILDERS:
+        files = BUILDERS[name](Path(results_root), out)
+        print(f"{name}: " + (", ".join(map(shown, files)) if files
+                             else f"skipped, no finished runs for it under {shown(results_root)}"))
+        made += files
+    return made
+
+
+def build_augmentation(data: cifar.CIFAR10 | None, out: Path = FIGURES_DIR) -> list[Path]:
+    """figures/augmentation.png from the data's first training images (skipped, with a note, without data)."""
+    if data is None:
+        print("augmentation: skipped, no CIFAR-10 here (--data-dir, $CIFAR10_ROOT or data/ provides it)")
+        return []
+    path = plots.save_figure(plots.augmentation_figure(data, num_classes=5, seed=0), Path(out) / "augmentation.png")
+    print(f"augmentation: {shown(path)} (from {data.name}, fingerprint {data.fingerprint})")
+    return [path]
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (for messages), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,218 @@
+"""The paper's artefacts from real records of tiny real runs (no number made up): Table 6, the shortcut
+table, the figures, the confusion and layer-response records through the one inference path.
+
+One module fixture trains plain-20, ResNet-20 (option A, two seeds) and ResNet-20 (option B) for 4
+iterations on the synthetic `cifar_root` data into <tmp>/results/runs/, where the experiments put runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet import analysis, inference, results
+from resnet import data as cifar
+from resnet import train as engine
+from resnet.config import paper_config
+from resnet.records import default_run_dir, write_json
+
+TINY = dict(iterations=4, eval_every=2, milestones=(2,), batch_size=32, test_subset=64)
+RUNS = {"plain20": ("plain20", "A", 0), "resnet20-A": ("resnet20", "A", 0), "resnet20-A-s1": ("resnet20", "A", 1),
+        "resnet20-B": ("resnet20", "B", 0)}
+BUILDERS = ("degradation", "shortcuts", "confusion", "layer_responses")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cifar_data):
+    """{"root": <tmp>/results, "runs": {key: (config, run folder, summary)}} of four finished tiny runs."""
+    root = tmp_path_factory.mktemp("results") / "results"
+    runs = {}
+    for key, (arch, shortcut, seed) in RUNS.items():
+        cfg = paper_config(arch, shortcut=shortcut, seed=seed, **TINY)
+        out = default_run_dir(cfg, root=root / "runs")
+        runs[key] = (cfg, out, engine.train(cfg, data=cifar_data, out=out, device="cpu", progress=False))
+    return {"root": root, "runs": runs}
+
+
+@pytest.fixture
+def results_copy(trained, tmp_path):
+    """A private copy of the results folder (without checkpoints), for tests that add records to it."""
+    dst = tmp_path / "results"
+    shutil.copytree(trained["root"], dst, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    return {"root": dst, "runs": {k: (c, dst / "runs" / o.name, s) for k, (c, o, s) in trained["runs"].items()}}
+
+
+def assert_png(path: Path, *, min_side: int = 300) -> None:
+    assert path.is_file() and path.stat().st_size > 5_000, path
+    with Image.open(path) as im:
+        assert im.format == "PNG" and min(im.size) >= min_side, im.size
+        assert np.asarray(im.convert("L")).std() > 1  # not a blank canvas
+
+
+def pct(*errors: float) -> float:
+    return 100 * float(np.mean(errors))
+
+
+# ------------------------------------------------------------------------------------------ tables
+def test_load_runs_and_the_one_line_label(trained):
+    runs = results.load_runs(trained["root"])
+    assert sorted(runs["run"]) == ["plain20-paper-s0", "resnet20-A-paper-s0", "resnet20-A-paper-s1",
+                                   "resnet20-B-paper-s0"]
+    assert list(runs.sort_values("run")["residual"]) == [False, True, True, True]
+    text = results.label(results.degradation_runs(runs))
+    assert text == f"4 iterations, batch 32, all training images, first 64 test images · {runs['data'][0]} · seeds 0, 1"
+
+
+def test_table6_is_the_summaries_mean_and_std_over_seeds(trained):
+    (_, _, plain), (_, _, a0), (_, _, a1) = (trained["runs"][k] for k in ("plain20", "resnet20-A", "resnet20-A-s1"))
+    table = results.table6(results.load_runs(trained["root"]))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["layers"] == 20 and row["paper params"] == "0.27M" and row["params"] == "0.27M"
+    assert row["plain test"] == f"{pct(plain['final_test_error']):.2f}"
+    assert row["plain train"] == f"{pct(plain['final_train_error']):.2f}"
+    std = np.std([100 * a0["final_test_error"], 100 * a1["final_test_error"]], ddof=1)
+    assert row["ResNet test"] == f"{pct(a0['final_test_error'], a1['final_test_error']):.2f} ± {std:.2f} (2 seeds)"
+    assert row["ResNet test, paper"] == "8.75"  # option B runs are not Table 6's
+
+
+def test_shortcut_table(trained):
+    (_, _, a0), (_, _, a1), (_, _, b) = (trained["runs"][k] for k in ("resnet20-A", "resnet20-A-s1", "resnet20-B"))
+    row = results.shortcut_table(results.load_runs(trained["root"])).iloc[0]
+    assert row["A test"].startswith(f"{pct(a0['final_test_error'], a1['final_test_error']):.2f} ± ")
+    assert row["B test"] == f"{pct(b['final_test_error']):.2f}"
+    assert (row["A params"], row["B params"], row["C test"], row["C params"]) == ("269,722", "272,474", "–", "–")
+
+
+def test_records_root_prefers_full_schedule_runs(trained, tmp_path):
+    assert results.records_root(trained["root"]) == trained["root"]
+    assert results.records_root(tmp_path) == tmp_path / "quick"
+
+
+# ------------------------------------------------------------------------------------------ figures
+def test_build_draws_figures_and_tables(trained, tmp_path, capsys):
+    out = tmp_path / "figs"
+    made = results.build(trained["root"], out=out)
+    printed = capsys.readouterr().out
+    expected = {"fig6_degradation.png", "table6.md", "table6.csv", "shortcuts.png", "shortcuts.md", "shortcuts.csv"}
+    assert {Path(p).name for p in made} == expected == {p.name for p in out.iterdir()}
+    assert_png(out / "fig6_degradation.png")
+    assert_png(out / "shortcuts.png")
+    assert "confusion: skipped" in printed and "layer_responses: skipped" in printed
+    md = (out / "table6.md").read_text()
+    label = results.label(results.degradation_runs(results.load_runs(trained["root"])))
+    assert label in md and "never chosen on the test set" in md
+    with open(out / "table6.csv", newline="") as f:
+        assert list(csv.DictReader(f))[0]["ResNet test, paper"] == "8.75"
+
+
+def test_empty_results_folder_skips_every_builder(tmp_path, capsys):
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    assert results.build(tmp_path / "results", out=tmp_path / "figs") == []
+    printed = capsys.readouterr().out
+    assert all(f"{name}: skipped" in printed for name in BUILDERS)
+    assert results.build(tmp_path / "missing", out=tmp_path / "figs") == []
+    assert not (tmp_path / "figs").exists()
+
+
+def test_make_figures_command_line(run_script, results_copy, tmp_path):
+    result = run_script("make_figures", "--results", results_copy["root"])
+    assert result.code == 0, result.err
+    assert_png(results_copy["root"] / "figures" / "fig6_degradation.png")
+    assert "confusion: skipped" in result.out and "augmentation" not in result.out
+
+
+def test_augmentation_figure_has_a_producer(cifar_data, tmp_path, capsys):
+    assert results.build_augmentation(None, tmp_path) == []
+    assert "augmentation: skipped, no CIFAR-10" in capsys.readouterr().out
+    (path,) = results.build_augmentation(cifar_data, tmp_path)
+    assert_png(path)
+
+
+def test_plot_shortcut_options_and_training_curves(trained, tmp_path):
+    from resnet import plots
+    assert_png(plots.save_figure(plots.plot_shortcut_options(), tmp_path / "options.png"))
+    logs = {key: [results.load_log(out)] for key, (_, out, _) in trained["runs"].items()}
+    assert_png(plots.save_figure(plots.plot_training_curves(logs, title="t"), tmp_path / "curves.png"))
+
+
+# ------------------------------------------------------------------------------------------ one inference path
+def test_confusion_and_responses_records_agree_with_the_run(results_copy, cifar_data, tmp_path, capsys):
+    root = results_copy["root"]
+    records = []
+    for key in ("plain20", "resnet20-A"):
+        cfg, run_dir, summary = results_copy["runs"][key]
+        model, saved = engine.load_trained(run_dir)
+        rec = analysis.confusion_record(model, saved, cifar_data, run_dir=run_dir, summary=summary)
+        # the reported model through the one inference path reproduces the run's own final test error
+        assert rec["test_error"] == pytest.approx(summary["final_test_error"], abs=1e-9)
+        matrix = np.array(rec["matrix"])
+        assert matrix.shape == (10, 10) and matrix.sum() == 64 == rec["test_images"]
+        assert 1 - np.trace(matrix) / 64 == pytest.approx(rec["test_error"])
+        write_json(root / "confusion" / f"{run_dir.name}.json", rec)
+        records.append(analysis.responses_record(model, saved, cifar_data, run_dir=run_dir, summary=summary))
+    assert [len(r["stds"]) for r in records] == [19, 19] and records[0]["data"] == cifar_data.name
+    write_json(root / "layer_responses.json", {"runs": records})
+    assert [r["recipe"] for r in results.confusion_records(root)] == ["paper", "paper"]
+    made = {Path(p).name for p in results.build(root, only=("confusion", "layer_responses"), out=tmp_path)}
+    assert made == {"confusion_plain20-paper-s0.png", "confusion_resnet20-A-paper-s0.png", "fig7_layer_responses.png"}
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_layer_response_std_is_the_population_std_of_each_layer(trained, cifar_data):
+    _, run_dir, _ = trained["runs"]["resnet20-A"]
+    model, saved = engine.load_trained(run_dir)
+    images = cifar_data.test_images[:7]
+    got = analysis.layer_response_std(model, images, mean=saved["mean"], std=saved["std"], batch_size=3)  # 3+3+1
+    with torch.no_grad():
+        responses = model.eval().layer_responses(cifar.normalize(images, saved["mean"], saved["std"]))
+    want = np.array([torch.std(r.double().flatten(), correction=0).item() for r in responses])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert np.ptp(got) > 0  # per layer, not pooled over layers
+
+
+def test_logits_restore_the_mode_and_match_a_plain_forward(trained, cifar_data):
+    _, run_dir, _ = trained["runs"]["plain20"]
+    model, saved = engine.load_trained(run_dir)
+    model.train()
+    images = cifar_data.test_images[:5]
+    out = inference.logits(model, images, mean=saved["mean"], std=saved["std"], batch_size=2)
+    assert model.training, "the caller's mode is restored"
+    with torch.no_grad():
+        want = model.eval()(cifar.normalize(images, saved["mean"], saved["std"]))
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_confusion_by_hand():
+    labels, preds = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 2, 0, 2])
+    matrix = analysis.confusion(labels, preds, num_classes=4)  # class 3 never occurs: a row of zeros
+    np.testing.assert_array_equal(matrix, [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]])
+    np.testing.assert_allclose(analysis.per_class_accuracy(matrix), [0.5, 1.0, 2 / 3, 0.0])
+    np.testing.assert_array_equal(analysis.confusion(preds.numpy(), labels.numpy(), num_classes=4), matrix.T)
+
+
+def test_one_source_for_depth_and_the_quick_schedule():
+    """`git grep` finds depth parsing, the quick schedule and Table 6 construction in one place each."""
+    import subprocess
+    repo = Path(__file__).resolve().parent.parent
+    grep = lambda pattern: subprocess.run(["git", "grep", "-l", "-E", pattern, "--", "resnet", "experiments",
+                                           "benchmarks", "notebooks"], cwd=repo, capture_output=True, text=True)
+    if grep(".").returncode != 0:
+        pytest.skip("not a git checkout")
+    assert grep(r"re\.compile\(r\"\(resnet\|plain\)").stdout.split() == ["resnet/models.py"]
+    assert grep(r"iterations \* 3 // 4|// 2, 3 \*").stdout.split() == ["resnet/config.py"]
+    assert grep(r"def table6").stdout.split() == ["resnet/results.py"]
