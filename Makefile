@@ -25,16 +25,18 @@ test: $(STAMP)
 figures: $(STAMP)
 	$(PY) experiments/make_figures.py
 
-## rerun every experiment at the paper's schedule, then redraw the figures (see README for timings)
+## every run at the paper's schedule, then the analyses, the published weights and the figures. Resumable:
+## interrupt it (or give it TIME_LIMIT=seconds, for experiments/replicate.py) and run `make reproduce` again.
+TIME_LIMIT ?=
+LIMIT := $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT),)
 reproduce: $(STAMP)
-	@echo "make reproduce: every experiment at the paper's schedule (64k iterations, batch 128): 20 networks."
-	@echo "  On a 2-core CPU: about 5 to 6 days (ResNet-20 alone: about 3.7 hours; README, Reproducing)."
-	@echo "  On one GPU: not measured yet (benchmarks/gpu_speed.py is the measurement)."
-	@echo "  Runs resume where they stopped: interrupt at will and run 'make reproduce' again."
-	$(PY) experiments/degradation.py --with-110 --download --jobs $(JOBS)
-	$(PY) experiments/shortcuts.py --download --jobs $(JOBS)
-	$(PY) experiments/layer_responses.py --download
-	$(PY) experiments/confusion.py --download
+	@echo "make reproduce: every network at the paper's schedule (64k iterations, batch 128), in priority order"
+	@echo "  (experiments/replicate.py --list shows the plan). On one GPU several runs train at once;"
+	@echo "  benchmarks/gpu_speed.py measures how long that takes. On a 2-core CPU: weeks."
+	$(PY) experiments/replicate.py --download $(LIMIT)
+	$(PY) experiments/confusion.py
+	$(PY) experiments/layer_responses.py --with-110
+	$(PY) experiments/publish_weights.py
 	$(PY) experiments/make_figures.py
 
 benchmarks: $(STAMP)

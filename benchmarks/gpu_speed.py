@@ -36,12 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from resnet import cli, models  # noqa: E402
-from resnet.config import RunConfig, paper_config, scaled_schedule  # noqa: E402
+from resnet.config import FIGURE6_ARCHS, RunConfig, paper_config, scaled_schedule  # noqa: E402
 from resnet.records import atomic_write_bytes, git_commit, write_json  # noqa: E402
 from resnet.sweep import Job, run_sweep  # noqa: E402
 from resnet.train import Deadline, Run, load_data, resolve_device  # noqa: E402
 
-FIGURE6 = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 TARGET_S = {"resnet20": 60, "resnet56": 180, "resnet110": 360}
 TARGET_SET_S = 15 * 60
 FULL = RunConfig().iterations
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=cli.positive_int, default=300, help="timed iterations per measurement")
     ap.add_argument("--warmup", type=cli.positive_int, default=20, help="untimed iterations first (capture too)")
     ap.add_argument("--concurrent", type=cli.positive_int, nargs="+", default=[4, 8], help="runs at once to time")
-    ap.add_argument("--set-archs", nargs="+", default=list(FIGURE6), choices=models.CIFAR_ARCHS)
+    ap.add_argument("--set-archs", nargs="+", default=list(FIGURE6_ARCHS), choices=models.CIFAR_ARCHS)
     ap.add_argument("--set-iterations", type=cli.positive_int, default=2000,
                     help="iterations per network of the Figure 6 set (64000: the full schedule, no extrapolation)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks (under the graph)")

@@ -13,13 +13,11 @@ get worse with depth, ResNets better: the degradation problem and its fix.
 from __future__ import annotations
 
 from resnet import cli, results
-from resnet.config import RunConfig, paper_config
-
-DEPTHS = (20, 32, 44, 56)
+from resnet.config import FIGURE6_ARCHS, RunConfig, paper_config
 
 
 def configs(*, with_110: bool = False) -> list[RunConfig]:
-    archs = [f"plain{d}" for d in DEPTHS] + [f"resnet{d}" for d in DEPTHS] + (["resnet110"] if with_110 else [])
+    archs = [a for a in FIGURE6_ARCHS if with_110 or a != "resnet110"]
     return [paper_config(arch) for arch in archs]  # resnet110 gets the paper's warm-up from the recipe
 
 

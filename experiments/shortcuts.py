@@ -12,13 +12,11 @@ The option-A runs are the degradation experiment's ResNets (the same run folders
 from __future__ import annotations
 
 from resnet import cli, models, results
-from resnet.config import RunConfig, paper_config
-
-DEPTHS = (20, 32, 44, 56)
+from resnet.config import SHORTCUT_DEPTHS, RunConfig, paper_config
 
 
 def configs() -> list[RunConfig]:
-    return [paper_config(f"resnet{d}", shortcut=s) for s in models.SHORTCUTS for d in DEPTHS]
+    return [paper_config(f"resnet{d}", shortcut=s) for s in models.SHORTCUTS for d in SHORTCUT_DEPTHS]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,11 +113,12 @@ def results_root(args: argparse.Namespace) -> Path:
 
 
 def sweep_jobs(configs: Sequence[RunConfig], args: argparse.Namespace) -> list[Job]:
-    """One job per config and seed, in the results folder the flags choose, on the quick schedule if asked."""
+    """One job per config and seed (seed-major), in the results folder the flags choose, on the quick schedule
+    if asked."""
     root = results_root(args) / "runs"
     jobs = []
-    for cfg in configs:
-        for seed in range(args.seeds):
+    for seed in range(args.seeds):  # seed 0 of every network first: the most complete figures soonest
+        for cfg in configs:
             c = quick(cfg.replace(seed=seed)) if args.quick else cfg.replace(seed=seed)
             jobs.append(Job(c, default_run_dir(c, root=root)))
     return jobs

@@ -18,7 +18,8 @@ from typing import Any
 
 from resnet import models
 
-__all__ = ["ConfigError", "RunConfig", "paper_config", "tutorial_config", "RECIPES", "scaled_schedule",
+__all__ = ["ConfigError", "RunConfig", "paper_config", "tutorial_config", "RECIPES", "FIGURE6_ARCHS",
+           "SHORTCUT_DEPTHS", "scaled_schedule",
            "QUICK", "QUICK_TUTORIAL", "quick", "is_quick", "describe_schedule", "learning_rate"]
 
 
@@ -148,6 +149,12 @@ def tutorial_config(arch: str = "resnet20", **overrides: Any) -> RunConfig:
 
 
 RECIPES = {"paper": paper_config, "tutorial": tutorial_config}
+
+#: The paper's CIFAR-10 networks: Figure 6 and Table 6 (plain nets and option-A ResNets), and the depths
+#: of the shortcut ablation (Table 3's options A/B/C, which the paper ran on ImageNet, here on CIFAR-10).
+FIGURE6_ARCHS = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56",
+                 "resnet110")
+SHORTCUT_DEPTHS = (20, 32, 44, 56)
 
 # The --quick schedule of every experiment: a short, proportionally scaled schedule on a subset, so the
 # whole degradation sweep finishes in minutes on a 2-core CPU. Records go to results/quick/, never mixed

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from resnet.records import RESULTS_DIR, atomic_write_bytes, read_json
 
 __all__ = ["WEIGHTS_DIR", "PUBLISHED", "WeightsError", "Normalization", "publish", "published", "load", "load_file"]
 
-WEIGHTS_DIR = RESULTS_DIR / "weights"
+#: Where published weights live: results/weights/, or the folder $RESNET_WEIGHTS_DIR names.
+WEIGHTS_DIR = Path(os.environ.get("RESNET_WEIGHTS_DIR") or RESULTS_DIR / "weights")
 MANIFEST = "MANIFEST.json"
 FORMAT = "resnet-cifar10-weights/1"
 #: The networks whose weights are published (seed 0): Figure 7's five and the tutorial recipe's ResNet-20

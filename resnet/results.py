@@ -29,7 +29,7 @@ from resnet.records import REPO_ROOT, RESULTS_DIR, atomic_write_bytes
 __all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "records_root", "figures_dir_for",
            "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label", "seed_table", "table6",
            "shortcut_table", "degradation_curves", "confusion_records", "layer_response_records", "build",
-           "build_augmentation", "shown"]
+           "build_augmentation", "record_label", "shown"]
 
 #: Paper Table 6: CIFAR-10 test error (%) of the ResNets. 110: best of 5 runs; their mean is 6.61 ± 0.16.
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (best of 5; mean 6.61 ± 0.16)",
@@ -61,8 +61,9 @@ def load_runs(results_root: str | Path) -> pd.DataFrame:
     for path in sorted(Path(results_root, "runs").glob("*/summary.json")):
         try:
             summary = json.loads(path.read_text())
-            config = json.loads((path.parent / "config.json").read_text())["config"]
-        except (OSError, ValueError, KeyError):
+            # through RunConfig: a record written before a field existed gets that field's default
+            config = RunConfig.from_dict(json.loads((path.parent / "config.json").read_text())["config"]).to_dict()
+        except (OSError, ValueError, KeyError):  # ConfigError is a ValueError: not a record of this code's runs
             continue
         rows.append({"run": path.parent.name, "path": str(path.parent), "depth": models.arch_depth(config["arch"]),
                      "residual": models.is_residual(config["arch"]), "config": config,
@@ -187,7 +188,8 @@ def layer_response_records(results_root: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: (models.is_residual(r["arch"]), models.arch_depth(r["arch"])))
 
 
-def _record_label(record: dict[str, Any]) -> str:
+def record_label(record: dict[str, Any]) -> str:
+    """The one-line label of a record derived from a trained run (confusion, layer responses)."""
     quick = "quick run: " if record.get("quick") else ""
     return f"{quick}{record['schedule']} · {record['data']} · seed {record.get('seed', 0)}"
 
@@ -224,7 +226,7 @@ def _build_confusion(root: Path, out: Path) -> list[Path]:
     made = []
     for rec in confusion_records(root):
         title = (f"Confusion matrix: {rec['run']} ({rec['selection']}), test error {100 * rec['test_error']:.2f}%\n"
-                 f"{_record_label(rec)}")
+                 f"{record_label(rec)}")
         made.append(plots.save_figure(plots.plot_confusion(rec["matrix"], rec["classes"], title=title),
                                       out / f"confusion_{rec['run']}.png"))
     return made
@@ -236,7 +238,7 @@ def _build_layer_responses(root: Path, out: Path) -> list[Path]:
         return []
     fig = plots.plot_layer_responses({r["arch"]: r["stds"] for r in records},
                                      title="Figure 7: std of 3x3 layer responses (after BN, before addition/ReLU)\n"
-                                           + _record_label(records[0]))
+                                           + record_label(records[0]))
     return [plots.save_figure(fig, out / "fig7_layer_responses.png")]
 
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ("degradation", "shortcuts", "confusion", "layer_responses", "make_figures", "train", "publish_weights")
-SWEEPS = ("degradation", "shortcuts", "confusion", "layer_responses")
+SCRIPTS = ("degradation", "shortcuts", "confusion", "layer_responses", "make_figures", "train", "publish_weights",
+           "replicate")
+SWEEPS = ("degradation", "shortcuts", "confusion", "layer_responses", "replicate")
 MISSING = "/nonexistent"
 
 
@@ -116,6 +117,16 @@ def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_pa
             "confusion_resnet56-A-paper-s0.png", "confusion_resnet20-A-tutorial-s0.png"} <= figures
     again = run_script("degradation", *common)  # finished runs are skipped, not retrained
     assert again.err.count("finished before, skipped") == 8
+
+
+def test_replicate_plans_seed_0_of_every_network_first(run_script, tmp_path):
+    result = run_script("replicate", "--list", "--results", tmp_path)
+    names = [line.split()[1] for line in result.out.splitlines()]
+    assert result.code == 0 and len(names) == 17 + 2 + 2 * 17 + 2 == len(set(names))
+    assert all(name.endswith("-s0") for name in names[:17]) and "resnet110-A-paper-s0" in names[:9]
+    assert names[17:19] == ["resnet20-A-tutorial-s0", "resnet20-A-paper-s0-fp32"]
+    assert names[-2:] == ["resnet110-A-paper-s3", "resnet110-A-paper-s4"]
+    assert not tmp_path.joinpath("runs").exists()
 
 
 def test_publish_weights_skips_unfinished_runs(run_script, tmp_path):

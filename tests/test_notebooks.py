@@ -103,10 +103,8 @@ def test_calls_the_package(path):
     assert any(imports.search(c.source) for c in _code_cells(nb)), f"{path.name} does not import the package"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
-def test_executes(path, cifar_root, monkeypatch):
-    """Top to bottom on the synthetic CIFAR-10, with the smoke parameters; any error fails."""
+def _execute(path: Path, cifar_root: Path, monkeypatch) -> list:
+    """Run the notebook top to bottom on the synthetic CIFAR-10 with the smoke parameters; its outputs."""
     nb = nbformat.read(path, as_version=4)
     params = _parameters_cell(nb)
     if params is not None:
@@ -118,5 +116,46 @@ def test_executes(path, cifar_root, monkeypatch):
     client.execute()  # raises CellExecutionError, naming the cell and the traceback, on any error
     outputs = [o for c in _code_cells(nb) for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "no CIFAR-10 found" not in text, "the kernel did not see CIFAR10_ROOT"
+    return outputs
+
+
+def _text(outputs: list) -> str:
+    return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_executes(path, cifar_root, monkeypatch):
+    """Top to bottom on the synthetic CIFAR-10, with the smoke parameters; any error fails."""
+    text = _text(_execute(path, cifar_root, monkeypatch))
+    assert "data: no CIFAR-10 here" not in text, "the kernel did not see CIFAR10_ROOT"
+
+
+@pytest.mark.slow
+def test_05_and_06_use_published_networks_without_training(cifar_root, cifar_data, tmp_path, monkeypatch):
+    """With weights published (here: of tiny runs), notebooks 05 and 06 show the trained networks and
+    train nothing."""
+    import torch
+
+    from resnet import pretrained
+    from resnet.config import RECIPES
+    from resnet.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in pretrained.PUBLISHED:
+            arch, recipe = name.split("-")[0], name.split("-")[-2]
+            cfg = RECIPES[recipe](arch, iterations=2, eval_every=2, batch_size=32, test_subset=32,
+                                  **({"val_size": 100} if recipe == "tutorial" else {"milestones": (1,)}))
+            train(cfg, data=cifar_data, out=tmp_path / "runs" / name, progress=False, device="cpu")
+            pretrained.publish(tmp_path / "runs" / name, dest=tmp_path / "weights")
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("RESNET_WEIGHTS_DIR", str(tmp_path / "weights"))
+    for notebook, shown in (("05_confusion_matrix", "published resnet56 (paper recipe): test error"),
+                            ("06_layer_responses", "published resnet110: mean std")):
+        outputs = _execute(NOTEBOOKS_DIR / f"{notebook}.ipynb", cifar_root, monkeypatch)
+        text = _text(outputs)
+        assert shown in text and "skipped: the published networks are shown above" in text
+        assert "needs the data" not in text and "This notebook's quick run" not in text
