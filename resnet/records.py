@@ -90,7 +90,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def git_commit() -> str:
-    """The code version: the commit hash, with '+dirty' when tracked files differ from it."""
+    """The code version: the commit hash, with '+dirty' when tracked files other than the outputs
+    (results/, figures/, notebooks/) differ from it."""
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
 
@@ -98,7 +99,8 @@ def git_commit() -> str:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures",
+                    ":!notebooks").stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

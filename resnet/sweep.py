@@ -31,7 +31,7 @@ from resnet.config import ConfigError, RunConfig
 from resnet.records import RunFolderError, run_finished, summary_of
 from resnet.train import Deadline, Diverged, Run, load_data, resolve_device, train
 
-__all__ = ["Job", "SweepOptions", "run_sweep", "sweep_status_line"]
+__all__ = ["Job", "SweepOptions", "run_sweep", "sweep_status_line", "train_in_turn"]
 
 CHUNK = 50  # iterations a run is advanced by before the next run's turn (on one GPU)
 
@@ -67,9 +67,9 @@ def run_sweep(jobs: Sequence[Job], *, data: cifar.CIFAR10 | None = None, **optio
         # the data is read and verified once, up front: a missing data set fails before any run starts
         data = data if data is not None else load_data(opts.data_dir, download=opts.download)
     if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1 and len(todo) > 1:
-        _in_processes(_train_on_gpu, _gpu_shares(todo), opts, torch.cuda.device_count())
+        _in_processes(train_in_turn, _gpu_shares(todo), opts, torch.cuda.device_count())
     elif device.type == "cuda":
-        _train_on_gpu(todo, dataclasses.replace(opts, device=str(device)), data)
+        train_in_turn(todo, dataclasses.replace(opts, device=str(device)), data)
     elif (opts.at_once or 1) > 1 and len(todo) > 1:
         _in_processes(_train_on_cpu, [[job] for job in todo], opts, opts.at_once)
     else:
@@ -124,19 +124,23 @@ def _train_on_cpu(jobs: Sequence[Job], opts: SweepOptions, data: cifar.CIFAR10 |
 
 
 # -- one GPU: several runs at once, each on its own stream ---------------------------------------------
-def _train_on_gpu(jobs: Sequence[Job], opts: SweepOptions, data: cifar.CIFAR10 | None = None) -> None:
-    """Advance up to ``opts.at_once`` runs in turn, ``CHUNK`` iterations each; start the next job as one ends."""
+def train_in_turn(jobs: Sequence[Job], opts: SweepOptions, data: cifar.CIFAR10 | None = None) -> None:
+    """Several runs in this process: up to ``opts.at_once`` open at a time, advanced in turn by ``CHUNK``
+    iterations each (on CUDA each run's work goes to its own stream, so the GPU overlaps them); the next
+    job starts as one ends. Near the deadline every open run is paused with a checkpoint."""
     data = data if data is not None else load_data(opts.data_dir, download=opts.download)
     pending, active = list(jobs), []
     with contextlib.ExitStack() as stack:
-        while (pending or active) and opts.deadline.remaining() > 5:
-            while pending and len(active) < (opts.at_once or 8):
+        while pending or active:
+            while pending and len(active) < (opts.at_once or 8) and opts.deadline.remaining() > 10:
                 run = _open_run(pending.pop(0), opts, data, stack)
                 if run is not None:
                     active.append(run)
-            for run in list(active):
-                if _advance(run, opts.deadline):
-                    active.remove(run)
+            before = [run.state.iteration for run in active]
+            ended = [run for run in list(active) if _advance(run, opts.deadline)]
+            if not ended and before == [run.state.iteration for run in active]:
+                break  # the deadline is near: no run could take another step
+            active = [run for run in active if run not in ended]
         for run in active:  # the time limit came: every unfinished run keeps a checkpoint
             _report(Job(run.config, run.out), run.pause())
 
@@ -178,7 +182,7 @@ def _in_processes(target: Any, shares: list[list[Job]], opts: SweepOptions, proc
     """``target(share, opts)`` for each share, ``processes`` at once (spawned: CUDA and fork do not mix)."""
     per_process = dataclasses.replace(opts, progress=False,
                                       threads=opts.threads or max(1, (os.cpu_count() or 1) // processes))
-    gpu = target is _train_on_gpu
+    gpu = target is train_in_turn
     options = [dataclasses.replace(per_process, device=f"cuda:{i}") if gpu else per_process
                for i in range(len(shares))]
     with ProcessPoolExecutor(max_workers=processes, mp_context=mp.get_context("spawn")) as pool:

@@ -181,9 +181,10 @@ class RunState:
         if config.optimizer == "sgd":
             optimizer = torch.optim.SGD(model.parameters(), **{"lr": config.lr, "momentum": config.momentum,
                                                                "weight_decay": config.weight_decay, **cuda})
-        else:
-            optimizer = torch.optim.Adam(model.parameters(),
-                                         **{"lr": config.lr, "weight_decay": config.weight_decay, **cuda})
+        else:  # Adam keeps a step count: on CUDA it must live on the device for the graph to capture it
+            capturable = {"capturable": True} if device.type == "cuda" else {}
+            optimizer = torch.optim.Adam(model.parameters(), **{"lr": config.lr, "weight_decay": config.weight_decay,
+                                                                **cuda, **capturable})
         stats = torch.zeros(2, 3, dtype=torch.float64, device=device)
         return cls(model, optimizer, stats, warmup_end=None if config.warmup_lr is not None else 0)
 

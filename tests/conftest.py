@@ -33,6 +33,19 @@ def tiny_cifar_root(tmp_path_factory):
     return write_cifar10(tmp_path_factory.mktemp("tiny_cifar"), n_train_per_batch=20, n_test=20, seed=1)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny runs: tiny batches gain nothing from more, and on a CPU shared
+    with other jobs a team of threads stalls whenever one of them is descheduled. Use it with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cifar_data(cifar_root):
     """`cifar_root` loaded: a resnet.data.CIFAR10 (uint8 images [N, 3, 32, 32], int64 labels)."""

@@ -28,12 +28,7 @@ RUNS = {"plain20": ("plain20", "A", 0), "resnet20-A": ("resnet20", "A", 0), "res
 BUILDERS = ("degradation", "shortcuts", "confusion", "layer_responses")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny batches gain nothing from more threads, and on a shared CPU a team of threads stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides):
@@ -371,6 +365,31 @@ def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys
     monkeypatch.undo()
     summaries = run_sweep(jobs, data=cifar_data, progress=False)
     assert [s["status"] for s in summaries] == ["finished", "finished"]
+
+
+def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, monkeypatch):
+    """The one-GPU driver (several runs in one process, advanced in turn), here on the CPU: each run ends
+    exactly as it does alone, and a deadline pauses the open runs with checkpoints."""
+    from resnet.sweep import SweepOptions, train_in_turn
+    jobs = [Job(tiny(seed=s, iterations=8, eval_every=4), tmp_path / "turns" / f"s{s}") for s in range(3)]
+    train_in_turn(jobs, SweepOptions(device="cpu", at_once=2), cifar_data)
+    assert [records.summary_of(j.out)["status"] for j in jobs] == ["finished"] * 3
+    engine.train(jobs[2].config, data=cifar_data, out=tmp_path / "alone", progress=False)
+    assert same_log(jobs[2].out, tmp_path / "alone")
+    assert all(torch.equal(weights(jobs[2].out)[k], v) for k, v in weights(tmp_path / "alone").items())
+
+    step = engine.TrainStep.__call__
+    monkeypatch.setattr(engine.TrainStep, "__call__", lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
+    late = [Job(tiny(seed=s, iterations=200, eval_every=50), tmp_path / "late" / f"s{s}") for s in range(2)]
+    deadline = engine.Deadline(time.time() + 13)
+    train_in_turn(late, SweepOptions(device="cpu", deadline=deadline), cifar_data)
+    assert time.time() < deadline.at
+    for job in late:
+        summary = records.summary_of(job.out)
+        assert summary["status"] == "unfinished" and 0 < summary["iterations_done"] < 200
+        assert torch.load(job.out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == \
+            summary["iterations_done"]
+    assert capsys.readouterr().err.count("stopped by the time limit at iteration") == 2
 
 
 def test_sweep_skips_a_diverged_run(cifar_data, tmp_path, capsys):
