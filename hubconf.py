@@ -20,12 +20,14 @@ def _entry(arch: str):
               device: str = "cpu"):
         if not pretrained:
             return _models.build_model(arch, shortcut=shortcut).to(device)
-        model, normalization = _pretrained.load(arch, shortcut=shortcut, recipe=recipe, seed=seed, device=device)
+        model, normalization = _pretrained.load(arch, shortcut=shortcut, recipe=recipe, seed=seed,
+                                                device=device)
         model.normalization = normalization
         return model
 
     entry.__name__ = arch
-    entry.__doc__ = f"{arch} for CIFAR-10 (He et al. 2016, section 4.2); pretrained=True: the published weights."
+    entry.__doc__ = (f"{arch} for CIFAR-10 (He et al. 2016, section 4.2); "
+                     "pretrained=True: the published weights.")
     return entry
 
 

@@ -57,7 +57,8 @@ def ms_per_iteration(arch: str, data, device: torch.device, *, runs: int, graph:
     iterations counted), after ``warmup`` untimed iterations each."""
     cfg = paper_config(arch)  # the timed iterations fall before the first evaluation (every 500)
     with contextlib.ExitStack() as stack:
-        active = [stack.enter_context(Run(cfg.replace(seed=s), data=data, out=tmp / f"{arch}-{runs}-{graph}-{s}",
+        active = [stack.enter_context(Run(cfg.replace(seed=s), data=data,
+                                          out=tmp / f"{arch}-{runs}-{graph}-{s}",
                                           device=str(device), graph=graph, compile=compile))
                   for s in range(runs)]
         for run in active:
@@ -78,13 +79,15 @@ def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: 
     configs = [paper_config(a, **scaled_schedule(iterations), eval_every=min(500, iterations)) for a in archs]
     jobs = [Job(c, tmp / "set" / c.arch) for c in configs]
     t0 = time.perf_counter()
-    summaries = run_sweep(jobs, data=data, data_dir=data_dir, device=str(device), at_once=len(jobs), compile=compile,
-                          progress=False, deadline=Deadline())
+    summaries = run_sweep(jobs, data=data, data_dir=data_dir, device=str(device), at_once=len(jobs),
+                          compile=compile, progress=False, deadline=Deadline())
     wall = time.perf_counter() - t0
     bad = [s for s in summaries if s.get("status") != "finished"]
     if bad:
-        raise RuntimeError(f"the Figure 6 set did not finish: {bad[0].get('status')}: {bad[0].get('message')}")
-    return {"iterations": iterations, "wall_s": round(wall, 1), "full_schedule_s": round(wall * FULL / iterations, 1),
+        raise RuntimeError(f"the Figure 6 set did not finish: {bad[0].get('status')}: "
+                           f"{bad[0].get('message')}")
+    return {"iterations": iterations, "wall_s": round(wall, 1),
+            "full_schedule_s": round(wall * FULL / iterations, 1),
             "extrapolated": iterations != FULL, "target_s": TARGET_SET_S,
             "test_errors": {s["arch"]: s["final_test_error"] for s in summaries}}
 
@@ -92,13 +95,18 @@ def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_data_args(ap)
-    ap.add_argument("--archs", nargs="+", default=["resnet20", "resnet56", "resnet110"], choices=models.CIFAR_ARCHS)
-    ap.add_argument("--iterations", type=cli.positive_int, default=300, help="timed iterations per measurement")
-    ap.add_argument("--warmup", type=cli.positive_int, default=20, help="untimed iterations first (capture too)")
-    ap.add_argument("--concurrent", type=cli.positive_int, nargs="+", default=[4, 8], help="runs at once to time")
+    ap.add_argument("--archs", nargs="+", default=["resnet20", "resnet56", "resnet110"],
+                    choices=models.CIFAR_ARCHS)
+    ap.add_argument("--iterations", type=cli.positive_int, default=300,
+                    help="timed iterations per measurement")
+    ap.add_argument("--warmup", type=cli.positive_int, default=20,
+                    help="untimed iterations first (capture too)")
+    ap.add_argument("--concurrent", type=cli.positive_int, nargs="+", default=[4, 8],
+                    help="runs at once to time")
     ap.add_argument("--set-archs", nargs="+", default=list(FIGURE6_ARCHS), choices=models.CIFAR_ARCHS)
     ap.add_argument("--set-iterations", type=cli.positive_int, default=2000,
-                    help="iterations per network of the Figure 6 set (64000: the full schedule, no extrapolation)")
+                    help="iterations per network of the Figure 6 set (64000: the full schedule, "
+                         "no extrapolation)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks (under the graph)")
     ap.add_argument("--out", type=Path, default=None, help="record path without suffix")
     args = ap.parse_args(argv)
@@ -111,18 +119,21 @@ def main(argv: list[str] | None = None) -> int:
             time_it = lambda runs, g: round(ms_per_iteration(
                 arch, data, device, runs=runs, graph=g, compile=args.compile, warmup=args.warmup,
                 iterations=args.iterations, tmp=Path(tmp)), 3)
-            row = {"arch": arch, "eager_ms": time_it(1, False), "graph_ms": time_it(1, True) if graph else None,
+            row = {"arch": arch, "eager_ms": time_it(1, False),
+                   "graph_ms": time_it(1, True) if graph else None,
                    "concurrent_ms": {k: time_it(k, graph) for k in args.concurrent}}
             best = min(row["concurrent_ms"].values())
             row.update(full_schedule_gpu_s=round(best * FULL / 1000, 1), target_s=TARGET_S.get(arch))
             print(row, flush=True)
             rows.append(row)
-        the_set = figure6_set(args.set_archs, data, device, iterations=args.set_iterations, compile=args.compile,
-                              tmp=Path(tmp), data_dir=args.data_dir)
-    record = {"device": torch.cuda.get_device_name(device) if graph else "cpu", "torch_version": torch.__version__,
+        the_set = figure6_set(args.set_archs, data, device, iterations=args.set_iterations,
+                              compile=args.compile, tmp=Path(tmp), data_dir=args.data_dir)
+    record = {"device": torch.cuda.get_device_name(device) if graph else "cpu",
+              "torch_version": torch.__version__,
               "git_commit": git_commit(), "data": data.name, "data_fingerprint": data.fingerprint,
               "compile": args.compile, "warmup": args.warmup, "iterations": args.iterations, "networks": rows,
-              "figure6_set": the_set, "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])}
+              "figure6_set": the_set,
+              "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])}
     out = args.out or REPO / "benchmarks" / "results" / ("gpu" if graph else "cpu_smoke")
     write_json(out.with_suffix(".json"), record)
     atomic_write_bytes(out.with_suffix(".md"), markdown(record).encode())
@@ -137,21 +148,26 @@ def markdown(r: dict) -> str:
     ks = sorted({k for n in r["networks"] for k in n["concurrent_ms"]})
     lines = [f"# Training speed on one GPU: {r['device']}", "",
              f"torch {r['torch_version']}, commit {r['git_commit']}, {r['data']} ({r['data_fingerprint']}), "
-             f"compile={r['compile']}, batch 128, {r['iterations']} timed iterations after {r['warmup']} untimed. "
+             f"compile={r['compile']}, batch 128, {r['iterations']} timed iterations after "
+             f"{r['warmup']} untimed. "
              f"Command: `{r['command']}`", "",
-             "Milliseconds per training iteration (for K runs at once: wall time over all runs' iterations):", "",
+             "Milliseconds per training iteration (for K runs at once: wall time over all runs' "
+             "iterations):", "",
              "| network | eager (reference) | CUDA graph | " + " | ".join(f"{k} at once" for k in ks)
              + " | 64k iterations at the best rate (s) | target (s) |",
              "| --- " * (5 + len(ks)) + "|"]
     for n in r["networks"]:
-        graph = "–" if n["graph_ms"] is None else f"{n['graph_ms']:.2f} ({n['eager_ms'] / n['graph_ms']:.1f}x)"
+        graph = ("–" if n["graph_ms"] is None
+                 else f"{n['graph_ms']:.2f} ({n['eager_ms'] / n['graph_ms']:.1f}x)")
         lines.append(f"| {n['arch']} | {n['eager_ms']:.2f} | {graph} | "
                      + " | ".join(f"{n['concurrent_ms'][k]:.2f}" for k in ks)
-                     + f" | {n['full_schedule_gpu_s']:,.1f} | {verdict(n['full_schedule_gpu_s'], n['target_s'])} |")
+                     + f" | {n['full_schedule_gpu_s']:,.1f} | "
+                       f"{verdict(n['full_schedule_gpu_s'], n['target_s'])} |")
     s = r["figure6_set"]
     how = f"extrapolated from {s['iterations']:,} iterations per network" if s["extrapolated"] else "measured"
     lines += ["", f"Figure 6 set ({', '.join(s['test_errors'])}), trained at once: {s['wall_s']:,.1f} s for "
-                  f"{s['iterations']:,} iterations each; 64k iterations: {s['full_schedule_s']:,.1f} s ({how}); "
+                  f"{s['iterations']:,} iterations each; 64k iterations: "
+                  f"{s['full_schedule_s']:,.1f} s ({how}); "
                   f"target {verdict(s['full_schedule_s'], s['target_s'])}."]
     return "\n".join(lines) + "\n"
 

@@ -100,7 +100,8 @@ class Reference:
         mean, std = cifar.normalization_stats(data.train_images, mode="channel")
         transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                                T.Normalize(mean.flatten().tolist(), std.flatten().tolist())])
-        ds = PerSampleCIFAR10(data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels.numpy(), transform)
+        ds = PerSampleCIFAR10(data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels.numpy(),
+                              transform)
         self.loader = torch.utils.data.DataLoader(
             ds, batch_size=BATCH_SIZE, shuffle=True, num_workers=workers, drop_last=True,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
@@ -169,11 +170,12 @@ def main(argv: list[str] | None = None) -> int:
                          "medians are reported (default 6)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the reference (default 2)")
     ap.add_argument("--threads", type=cli.positive_int, default=None,
-                    help="torch threads of this process, for both pipelines (default: torch's default, one per "
-                         "core); 1 avoids stalled thread teams on a machine shared with other jobs")
+                    help="torch threads of this process, for both pipelines (default: torch's default, "
+                         "one per core); 1 avoids stalled thread teams on a machine shared with other jobs")
     ap.add_argument("--seed", type=int, default=0, help="initial weights and data order of both pipelines")
     ap.add_argument("--output", type=Path, default=None,
-                    help="where the JSON record goes (default: benchmarks/results/train_throughput_<device>.json)")
+                    help="where the JSON record goes "
+                         "(default: benchmarks/results/train_throughput_<device>.json)")
     args = ap.parse_args(argv)
     if args.workers < 0:
         ap.error(f"--workers must be >= 0, got {args.workers}")
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)  # ConfigError (exit 2) when cuda is asked for but absent
     t0 = time.perf_counter()
-    data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir), download=args.download)  # DataError: exit 2
+    data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir),
+                              download=args.download)  # DataError: exit 2
     load_s = time.perf_counter() - t0
     n_batches = len(data.train_labels) // BATCH_SIZE
     if args.rounds * (args.warmup + args.iterations) > n_batches:
@@ -216,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         o, f = statistics.median(speeds["ours"]), statistics.median(speeds["reference"])
         results[arch] = {"ours_images_per_s": round(o, 1), "reference_images_per_s": round(f, 1),
                          "ratio": round(o / f, 3),
-                         "ratio_per_round": [round(a / b, 3) for a, b in zip(speeds["ours"], speeds["reference"])],
+                         "ratio_per_round": [round(a / b, 3)
+                                             for a, b in zip(speeds["ours"], speeds["reference"])],
                          "rounds": {k: [round(v, 1) for v in vs] for k, vs in speeds.items()}}
 
-    precision = "bf16 autocast, channels_last, fused SGD" if device.type == "cuda" else "float32, channels_last"
+    precision = ("bf16 autocast, channels_last, fused SGD" if device.type == "cuda"
+                 else "float32, channels_last")
     ours_desc = f"resnet.train.Run.advance: TrainLoader + TrainStep ({precision})"
     ref_desc = f"torchvision per-sample PIL pipeline, DataLoader {args.workers} workers, float32 NCHW"
     print()

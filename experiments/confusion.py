@@ -23,7 +23,8 @@ def network(text: str) -> RunConfig:
     """'resnet56:paper' -> the paper recipe's ResNet-56 config."""
     arch, _, recipe = text.partition(":")
     if arch not in models.ARCHS or recipe not in RECIPES:
-        raise argparse.ArgumentTypeError(f"expected ARCH:RECIPE with a recipe of {', '.join(RECIPES)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected ARCH:RECIPE with a recipe of {', '.join(RECIPES)}, "
+                                         f"got {text!r}")
     return RECIPES[recipe](arch)
 
 

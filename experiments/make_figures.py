@@ -21,7 +21,8 @@ from resnet.records import RESULTS_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, action="append", default=None,
                         help="a results folder to draw (default: results/ and results/quick/)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 for the augmentation figure (optional)")

@@ -18,7 +18,8 @@ from resnet.results import shown
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=str(RESULTS_DIR / "runs"), help="folder of the run folders")
     args = parser.parse_args(argv)
     for name in pretrained.PUBLISHED:

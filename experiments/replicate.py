@@ -27,7 +27,8 @@ from resnet.sweep import Job
 def plan() -> list[RunConfig]:
     """The runs, in priority order (see the module docstring)."""
     networks = [paper_config(a) for a in FIGURE6_ARCHS]
-    networks += [paper_config(f"resnet{d}", shortcut=s) for s in models.SHORTCUTS[1:] for d in SHORTCUT_DEPTHS]
+    networks += [paper_config(f"resnet{d}", shortcut=s)
+                 for s in models.SHORTCUTS[1:] for d in SHORTCUT_DEPTHS]
     extras = [tutorial_config("resnet20"), paper_config("resnet20", precision="fp32")]
     more_seeds = [c.replace(seed=s) for s in (1, 2) for c in networks]
     more_110 = [paper_config("resnet110", seed=s) for s in (3, 4)]
@@ -36,7 +37,8 @@ def plan() -> list[RunConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.experiment_parser(__doc__)
-    parser.add_argument("--list", action="store_true", help="print the plan and each run's status, train nothing")
+    parser.add_argument("--list", action="store_true",
+                        help="print the plan and each run's status, train nothing")
     args = parser.parse_args(argv)
     if args.seeds != 1:
         raise ConfigError("the plan fixes its seeds (0-2, ResNet-110 0-4); leave --seeds out")
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, job in enumerate(jobs, 1):
             summary = summary_of(job.out)
             done = f"{summary.get('iterations_done', 0):,} of {summary.get('iterations_planned', 64_000):,}"
-            print(f"{i:3d}. {job.out.name:<28s} {summary['status']:<10s} {done if 'iterations_done' in summary else ''}")
+            print(f"{i:3d}. {job.out.name:<28s} {summary['status']:<10s} "
+                  f"{done if 'iterations_done' in summary else ''}")
         return 0
     cli.run_jobs(jobs, args)
     results.build(cli.results_root(args), only=("degradation", "shortcuts"))

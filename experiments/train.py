@@ -3,7 +3,7 @@
 
     python experiments/train.py --arch resnet20                       # the paper's 64k-iteration schedule
     python experiments/train.py --arch resnet110                      # ... with its warm-up (section 4.2)
-    python experiments/train.py --arch plain56 --iterations 2000      # lr steps stay at 1/2 and 3/4 of the run
+    python experiments/train.py --arch plain56 --iterations 2000      # lr steps at 1/2 and 3/4 of the run
     python experiments/train.py --arch resnet20 --recipe tutorial     # Adam, 45k/5k split, early stopping
     python experiments/train.py --arch resnet20 --time-limit 540      # stop cleanly before 9 minutes ...
     python experiments/train.py --arch resnet20 --resume              # ... and continue (or after a kill -9)
@@ -30,23 +30,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True, metavar="ARCH", help=f"one of: {', '.join(models.ARCHS)}")
     p.add_argument("--shortcut", default="A", choices=models.SHORTCUTS,
-                   help="A: identity + zero-padding, B: projection where the shape changes, C: all projections")
+                   help="A: identity + zero-padding, B: projection where the shape changes, "
+                        "C: all projections")
     p.add_argument("--recipe", default="paper", choices=tuple(RECIPES))
     p.add_argument("--iterations", type=int, default=None,
-                   help="total iterations (paper: 64000); for the paper recipe the lr steps move to 1/2 and 3/4")
-    p.add_argument("--milestones", type=int, nargs="*", default=None, help="iterations where the lr drops 10x")
+                   help="total iterations (paper: 64000); for the paper recipe the lr steps move "
+                        "to 1/2 and 3/4")
+    p.add_argument("--milestones", type=int, nargs="*", default=None,
+                   help="iterations where the lr drops 10x")
     p.add_argument("--eval-every", type=int, default=None, help="iterations between evaluations (paper: 500)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (paper: 0.1; tutorial: 0.001)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default=None, choices=("bf16", "fp32"),
                    help="bf16: bf16 autocast on CUDA (default); fp32: float32 everywhere (the control run)")
-    p.add_argument("--val-size", type=int, default=None, help="hold out this many training images (45k/5k: 5000)")
+    p.add_argument("--val-size", type=int, default=None,
+                   help="hold out this many training images (45k/5k: 5000)")
     p.add_argument("--train-subset", type=int, default=None, help="train on this many images (quick checks)")
     p.add_argument("--test-subset", type=int, default=None, help="test on the first N test images")
-    p.add_argument("--quick", action="store_true", help="the experiments' quick schedule (resnet.config.QUICK)")
+    p.add_argument("--quick", action="store_true",
+                   help="the experiments' quick schedule (resnet.config.QUICK)")
     cli.add_data_args(p)
     cli.add_engine_args(p)
-    p.add_argument("--out", default=None, help="run folder (default: results/runs/<arch>-<shortcut>-<recipe>-s<seed>)")
+    p.add_argument("--out", default=None,
+                   help="run folder (default: results/runs/<arch>-<shortcut>-<recipe>-s<seed>)")
     p.add_argument("--checkpoint-every", type=cli.positive_int, default=None,
                    help="iterations between checkpoints (default: at every evaluation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -63,8 +63,9 @@ def layer_response_std(model: nn.Module, images: torch.Tensor, *, mean: torch.Te
 
 def _about(run_dir: Path, summary: dict[str, Any], config: RunConfig, n_images: int) -> dict[str, Any]:
     """What a record derived from a trained run says about where it came from."""
-    return {"run": Path(run_dir).name, "arch": config.arch, "shortcut": config.shortcut, "recipe": config.recipe,
-            "seed": config.seed, "selection": summary["selection"], "final_test_error": summary["final_test_error"],
+    return {"run": Path(run_dir).name, "arch": config.arch, "shortcut": config.shortcut,
+            "recipe": config.recipe, "seed": config.seed, "selection": summary["selection"],
+            "final_test_error": summary["final_test_error"],
             "test_images": n_images, "schedule": describe_schedule(config), "quick": is_quick(config),
             "data": summary["data"], "data_fingerprint": summary["data_fingerprint"],
             "run_git_commit": summary["git_commit"], "git_commit": git_commit()}
@@ -76,7 +77,8 @@ def confusion_record(model: nn.Module, saved: dict[str, Any], data: cifar.CIFAR1
     config = RunConfig.from_dict(saved["config"])
     n = config.test_subset or len(data.test_labels)
     labels = data.test_labels[:n]
-    preds = predict(model, data.test_images[:n], mean=saved["mean"], std=saved["std"], precision=config.precision)
+    preds = predict(model, data.test_images[:n], mean=saved["mean"], std=saved["std"],
+                    precision=config.precision)
     matrix = confusion(labels, preds, num_classes=len(data.classes))
     return {**_about(run_dir, summary, config, n), "classes": list(data.classes), "matrix": matrix.tolist(),
             "per_class_accuracy": dict(zip(data.classes, per_class_accuracy(matrix).round(4).tolist())),

@@ -100,7 +100,8 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
                              f"{QUICK['train_subset']:,} training images), recorded under results/quick/")
     parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per network (mean and spread)")
     parser.add_argument("--jobs", type=positive_int, default=None,
-                        help="runs at once: processes on the CPU (default 1), runs per GPU on CUDA (default 8)")
+                        help="runs at once: processes on the CPU (default 1), runs per GPU on CUDA "
+                             "(default 8)")
     parser.add_argument("--results", type=Path, default=None,
                         help="results folder (default: results/, or results/quick/ with --quick)")
     return parser
@@ -131,8 +132,10 @@ def run_jobs(jobs: Sequence[Job], args: argparse.Namespace, *, data: Any = None)
                      deadline=Deadline.after(args.time_limit))
 
 
-def finished_networks(jobs: Sequence[Job], *, purpose: str) -> Iterator[tuple[Job, dict[str, Any], Any, dict]]:
-    """(job, summary, model, saved state) for each finished job, in eval mode on the CPU; a note for the rest."""
+def finished_networks(jobs: Sequence[Job], *,
+                      purpose: str) -> Iterator[tuple[Job, dict[str, Any], Any, dict]]:
+    """(job, summary, model, saved state) for each finished job, in eval mode on the CPU; a note for the
+    rest."""
     for job in jobs:
         summary = summary_of(job.out)
         if summary.get("status") != "finished":

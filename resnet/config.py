@@ -71,7 +71,8 @@ class RunConfig:
     def problems(self) -> list[str]:
         """Every way this config fails to describe a valid run (empty when it is valid)."""
         checks = [
-            (self.arch in models.ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(models.ARCHS)}"),
+            (self.arch in models.ARCHS,
+             f"unknown arch {self.arch!r}; choose one of {', '.join(models.ARCHS)}"),
             (self.shortcut in models.SHORTCUTS, f"shortcut must be A, B or C; got {self.shortcut!r}"),
             (self.recipe in RECIPES, f"recipe must be one of {', '.join(RECIPES)}; got {self.recipe!r}"),
             (self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}"),
@@ -83,20 +84,23 @@ class RunConfig:
             (list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
              f"milestones must be increasing positive iterations; got {self.milestones}"),
             (0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1]; got {self.lr_decay}"),
-            (self.warmup_lr is None or self.warmup_lr > 0, f"warmup_lr must be positive; got {self.warmup_lr}"),
+            (self.warmup_lr is None or self.warmup_lr > 0,
+             f"warmup_lr must be positive; got {self.warmup_lr}"),
             (0 < self.warmup_until_train_error <= 1, "warmup_until_train_error must be in (0, 1]"),
             (self.warmup_check_every > 0, "warmup_check_every must be positive"),
             (self.eval_every > 0, f"eval_every must be positive; got {self.eval_every}"),
             (self.val_size >= 0, f"val_size must be >= 0; got {self.val_size}"),
             (self.patience is None or self.patience >= 0, "patience must be >= 0"),
             (self.patience is None or self.val_size > 0,
-             "early stopping (patience) needs a validation split (val_size > 0): it never looks at the test set"),
+             "early stopping (patience) needs a validation split (val_size > 0): it never looks at the "
+             "test set"),
             (self.max_epochs is None or self.max_epochs > 0, "max_epochs must be positive"),
             (self.train_subset is None or self.train_subset >= self.batch_size,
              f"train_subset must hold at least one batch ({self.batch_size}); got {self.train_subset}"),
             (self.test_subset is None or self.test_subset > 0, "test_subset must be positive"),
             (self.normalization in ("pixel", "channel"), "normalization must be 'pixel' or 'channel'"),
-            (self.precision in ("bf16", "fp32"), f"precision must be 'bf16' or 'fp32'; got {self.precision!r}"),
+            (self.precision in ("bf16", "fp32"),
+             f"precision must be 'bf16' or 'fp32'; got {self.precision!r}"),
             (self.seed >= 0, f"seed must be >= 0; got {self.seed}"),
         ]
         return [message for ok, message in checks if not ok]

@@ -31,7 +31,8 @@ class Dist:
     def from_env(cls) -> Dist:
         """The job torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK), else one process."""
         env = os.environ
-        return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+        return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")),
+                   int(env.get("LOCAL_RANK", "0")))
 
     @property
     def enabled(self) -> bool:
@@ -57,7 +58,8 @@ class Dist:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=self.rank,
                                     world_size=self.world_size)
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of ``tensor`` over the processes, in place."""

@@ -44,7 +44,8 @@ class Notebook:
 
 
 def setup(*, data: bool = True) -> Notebook:
-    """Figures inline and wide tables; the records, figures, data and published weights, with one line each."""
+    """Figures inline and wide tables; the records, figures, data and published weights, with one line
+    each."""
     try:
         from IPython import get_ipython
         shell = get_ipython()
@@ -55,12 +56,14 @@ def setup(*, data: bool = True) -> Notebook:
     pd.set_option("display.width", 120)
     records = results.records_root()
     nb = Notebook(repo=REPO_ROOT, records=records, figures=results.figures_dir_for(records),
-                  quick=records != RESULTS_DIR, data=_load_data() if data else None, weights=pretrained.published())
+                  quick=records != RESULTS_DIR, data=_load_data() if data else None,
+                  weights=pretrained.published())
     kind = "quick runs: a short schedule on a subset" if nb.quick else "full-schedule runs"
     print(f"records: {records.relative_to(REPO_ROOT)} ({kind}); figures: {nb.figures.relative_to(REPO_ROOT)}")
     if data:
-        print(f"data: {nb.data.name}, {len(nb.data.train_labels):,} training and {len(nb.data.test_labels):,} test "
-              f"images, fingerprint {nb.data.fingerprint}" if nb.data is not None
+        print(f"data: {nb.data.name}, {len(nb.data.train_labels):,} training and "
+              f"{len(nb.data.test_labels):,} test images, "
+              f"fingerprint {nb.data.fingerprint}" if nb.data is not None
               else "data: no CIFAR-10 here, so the cells that need images print a note and skip")
     print(f"published weights: {', '.join(nb.weights) or 'none yet'}")
     return nb

@@ -5,8 +5,8 @@ that has the data at hand (`augmentation_figure`), never by `make figures`.
 
 Safe anywhere, with or without a display: nothing here uses pyplot or touches the backend, so there
 is no global figure state and no plt.show(). Every plotting function builds and returns a
-matplotlib Figure (a notebook shows it with `display(fig)` under `%matplotlib inline`); `save_figure` writes a PNG at
-150 dpi, atomically (a temporary file, then os.replace), so a figure on disk is never half-written.
+matplotlib Figure (a notebook shows it with `display(fig)` under `%matplotlib inline`); `save_figure` writes
+a PNG at 150 dpi, atomically (a temporary file, then os.replace), so a figure on disk is never half-written.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from resnet import data as cifar
 from resnet import models
 
 __all__ = ["STYLE", "augmentation_figure", "plot_augmentation", "plot_confusion", "plot_degradation",
-           "plot_layer_responses", "plot_shortcut_options", "plot_shortcuts", "plot_training_curves", "save_figure",
-           "styled"]
+           "plot_layer_responses", "plot_shortcut_options", "plot_shortcuts", "plot_training_curves",
+           "save_figure", "styled"]
 
 DPI = 150
 
@@ -196,7 +196,8 @@ def plot_degradation(curves: dict, *, title: str = "") -> Figure:
     for ax, residual, name in ((axes[0], False, "plain"), (axes[1], True, "ResNet")):
         archs = sorted((a for a in curves if models.is_residual(a) == residual), key=models.arch_depth)
         named = {f"{name}-{models.arch_depth(a)}": curves[a] for a in archs}
-        colors = {f"{name}-{models.arch_depth(a)}": DEPTH_COLORS.get(models.arch_depth(a), "black") for a in archs}
+        colors = {f"{name}-{models.arch_depth(a)}": DEPTH_COLORS.get(models.arch_depth(a), "black")
+                  for a in archs}
         ymax = max(ymax, _draw_curves(ax, named, colors))
         ax.set_title(f"{name} networks" if archs else f"{name} networks (no runs)")
     axes[0].set_ylabel("error (%)")
@@ -341,5 +342,6 @@ def plot_shortcut_options() -> Figure:
         _arrow(ax, (0.5, 0.24), (0.5, 0.08))
         ax.text(0.3, 0.31, "F(x)", ha="center", fontsize=8, style="italic")
         ax.text(0.78, 0.31, "shortcut", ha="center", fontsize=8, style="italic")
-    fig.suptitle("Where the shape changes: the shortcut options of section 3.3 (paper Eq. 2: y = F(x) + W_s x)")
+    fig.suptitle("Where the shape changes: the shortcut options of section 3.3 "
+                 "(paper Eq. 2: y = F(x) + W_s x)")
     return fig

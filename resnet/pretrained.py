@@ -29,7 +29,8 @@ from resnet import models
 from resnet.config import RunConfig, is_quick
 from resnet.records import RESULTS_DIR, atomic_write_bytes, read_json
 
-__all__ = ["WEIGHTS_DIR", "PUBLISHED", "WeightsError", "Normalization", "publish", "published", "load", "load_file"]
+__all__ = ["WEIGHTS_DIR", "PUBLISHED", "WeightsError", "Normalization", "publish", "published", "load",
+           "load_file"]
 
 #: Where published weights live: results/weights/, or the folder $RESNET_WEIGHTS_DIR names.
 WEIGHTS_DIR = Path(os.environ.get("RESNET_WEIGHTS_DIR") or RESULTS_DIR / "weights")
@@ -75,8 +76,9 @@ def publish(run_dir: str | Path, *, dest: Path = WEIGHTS_DIR) -> Path:
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "run": run_dir.name, "config": saved["config"], "model": half,
                 "mean": saved["mean"].float(), "std": saved["std"].float(), "classes": saved["classes"],
-                "summary": {k: summary.get(k) for k in ("final_test_error", "final_train_error", "selection", "data",
-                                                        "data_fingerprint", "git_commit", "iterations_done")}}, buf)
+                "summary": {k: summary.get(k)
+                            for k in ("final_test_error", "final_train_error", "selection", "data",
+                                      "data_fingerprint", "git_commit", "iterations_done")}}, buf)
     payload = buf.getvalue()
     digest = _sha256(payload)
     manifest = _manifest(dest)
@@ -87,7 +89,8 @@ def publish(run_dir: str | Path, *, dest: Path = WEIGHTS_DIR) -> Path:
     atomic_write_bytes(path, payload)
     manifest[path.name] = {"run": run_dir.name, "sha256": digest, "bytes": len(payload),
                            "final_test_error": summary.get("final_test_error")}
-    atomic_write_bytes(dest / MANIFEST, (json.dumps(dict(sorted(manifest.items())), indent=2) + "\n").encode())
+    atomic_write_bytes(dest / MANIFEST,
+                       (json.dumps(dict(sorted(manifest.items())), indent=2) + "\n").encode())
     return path
 
 
@@ -102,7 +105,8 @@ def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def published(folder: Path = WEIGHTS_DIR) -> tuple[str, ...]:
-    """The runs whose weights are published in ``folder`` (empty when there are none, or no readable manifest)."""
+    """The runs whose weights are published in ``folder`` (empty when there are none, or no readable
+    manifest)."""
     try:
         return tuple(sorted(entry["run"] for entry in _manifest(folder).values()))
     except WeightsError:
@@ -123,14 +127,16 @@ def load(arch: str, *, shortcut: str = "A", recipe: str = "paper", seed: int = 0
     file, entry = entries[0]
     path = Path(folder) / file
     if not path.exists():
-        raise WeightsError(f"{path} is listed in {MANIFEST} but missing; restore it with `git checkout {path}`")
+        raise WeightsError(f"{path} is listed in {MANIFEST} but missing; restore it with "
+                           f"`git checkout {path}`")
     if _sha256(path.read_bytes()) != entry["sha256"]:
         raise WeightsError(f"{path} does not match the SHA-256 in {MANIFEST}: the file is damaged or was "
                            f"replaced; restore it with `git checkout {path}`")
     return load_file(path, device=device)
 
 
-def load_file(path: str | Path, *, arch: str | None = None, device: str = "cpu") -> tuple[nn.Module, Normalization]:
+def load_file(path: str | Path, *, arch: str | None = None,
+              device: str = "cpu") -> tuple[nn.Module, Normalization]:
     """A ready network (eval mode) and its normalisation from a weights file: a published file, a run's
     model.pt, or a reference option-A checkpoint ({'state_dict': ...} with 'module.' prefixes: pass its
     ``arch``). A file that does not fit the network raises WeightsError."""
@@ -143,7 +149,8 @@ def load_file(path: str | Path, *, arch: str | None = None, device: str = "cpu")
         state, norm = saved["model"], Normalization(saved["mean"].float(), saved["std"].float())
     else:
         if arch is None:
-            raise WeightsError(f"{path} is not one of ours (no config inside); say which network it holds (arch=)")
+            raise WeightsError(f"{path} is not one of ours (no config inside); say which network it holds "
+                               "(arch=)")
         model = models.build_model(arch, shortcut="A")
         state = {k.removeprefix("module."): v for k, v in saved.get("state_dict", saved).items()}
         mean, std = (torch.tensor(v).view(3, 1, 1) for v in REFERENCE_NORMALIZATION)
@@ -161,8 +168,8 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
     except Exception as e:  # a truncated or foreign file: a clear message, not a traceback
-        raise WeightsError(f"cannot read {path} ({type(e).__name__}: {e}); it is damaged or not a weights file") \
-            from None
+        raise WeightsError(f"cannot read {path} ({type(e).__name__}: {e}); it is damaged or not a "
+                           "weights file") from None
     if not isinstance(saved, dict):
         raise WeightsError(f"{path} holds a {type(saved).__name__}, not a weights file")
     return saved

@@ -154,9 +154,11 @@ class RunLock:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunFolderError(f"{self.path.parent} is being trained by {holder}; it was left alone. Wait "
-                                 f"for that process to end (or stop it), then run this command again.") from None
+                                 f"for that process to end (or stop it), then run this command "
+                                 "again.") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}"
                      .encode())
         self._fd = fd
 

@@ -26,10 +26,10 @@ from resnet import models, plots
 from resnet.config import RunConfig, describe_schedule, is_quick
 from resnet.records import REPO_ROOT, RESULTS_DIR, atomic_write_bytes
 
-__all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "records_root", "figures_dir_for",
-           "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label", "seed_table", "table6",
-           "shortcut_table", "degradation_curves", "confusion_records", "layer_response_records", "build",
-           "build_augmentation", "record_label", "shown"]
+__all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "records_root",
+           "figures_dir_for", "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label",
+           "seed_table", "table6", "shortcut_table", "degradation_curves", "confusion_records",
+           "layer_response_records", "build", "build_augmentation", "record_label", "shown"]
 
 #: Paper Table 6: CIFAR-10 test error (%) of the ResNets. 110: best of 5 runs; their mean is 6.61 ± 0.16.
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (best of 5; mean 6.61 ± 0.16)",
@@ -62,10 +62,12 @@ def load_runs(results_root: str | Path) -> pd.DataFrame:
         try:
             summary = json.loads(path.read_text())
             # through RunConfig: a record written before a field existed gets that field's default
-            config = RunConfig.from_dict(json.loads((path.parent / "config.json").read_text())["config"]).to_dict()
-        except (OSError, ValueError, KeyError):  # ConfigError is a ValueError: not a record of this code's runs
-            continue
-        rows.append({"run": path.parent.name, "path": str(path.parent), "depth": models.arch_depth(config["arch"]),
+            config = RunConfig.from_dict(
+                json.loads((path.parent / "config.json").read_text())["config"]).to_dict()
+        except (OSError, ValueError, KeyError):
+            continue  # ConfigError is a ValueError: not a record of this code's runs
+        rows.append({"run": path.parent.name, "path": str(path.parent),
+                     "depth": models.arch_depth(config["arch"]),
                      "residual": models.is_residual(config["arch"]), "config": config,
                      **{f"cfg_{k}": v for k, v in config.items()}, **summary})
     return pd.DataFrame(rows)
@@ -78,7 +80,8 @@ def load_log(run_dir: str | Path) -> pd.DataFrame:
 def _finished_paper_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return runs
-    return runs[(runs["recipe"] == "paper") & (runs["status"] == "finished") & (runs["cfg_precision"] == "bf16")]
+    return runs[(runs["recipe"] == "paper") & (runs["status"] == "finished")
+                & (runs["cfg_precision"] == "bf16")]
 
 
 def degradation_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -103,8 +106,9 @@ def label(runs: pd.DataFrame) -> str:
     schedules = [describe_schedule(c) for c in configs]
     quick = "quick run: " if all(is_quick(c) for c in configs) else ""
     seeds = sorted(set(runs["seed"]))
-    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
-    return f"{quick}{max(set(schedules), key=schedules.count)} · {' / '.join(sorted(set(runs['data'])))} · {seed_text}"
+    seed_text = f"seed\u00a0{seeds[0]}" if len(seeds) == 1 else f"seeds\u00a0{', '.join(map(str, seeds))}"
+    return (f"{quick}{max(set(schedules), key=schedules.count)} · "
+            f"{' / '.join(sorted(set(runs['data'])))} · {seed_text}")
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -114,13 +118,13 @@ def seed_table(runs: pd.DataFrame, by: Iterable[str] = ("arch",)) -> pd.DataFram
     done = runs[runs["status"] == "finished"].assign(test=lambda d: 100 * d["final_test_error"],
                                                      train=lambda d: 100 * d["final_train_error"])
     if done.empty:
-        return pd.DataFrame(columns=[*by, "depth", "parameters", "test_mean", "test_std", "train_mean", "train_std",
-                                     "seeds"])
+        return pd.DataFrame(columns=[*by, "depth", "parameters", "test_mean", "test_std", "train_mean",
+                                     "train_std", "seeds"])
     std = lambda s: s.std(ddof=1) if len(s) > 1 else math.nan
     table = done.groupby(by, sort=False).agg(
         depth=("depth", "first"), parameters=("parameters", "first"), test_mean=("test", "mean"),
-        test_std=("test", std), train_mean=("train", "mean"), train_std=("train", std), seeds=("test", "size"),
-        wall_time_s=("wall_time_s", "mean")).reset_index()
+        test_std=("test", std), train_mean=("train", "mean"), train_std=("train", std),
+        seeds=("test", "size"), wall_time_s=("wall_time_s", "mean")).reset_index()
     return table.sort_values(["depth", *by]).reset_index(drop=True)
 
 
@@ -146,7 +150,8 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for depth in sorted(set(table["depth"])):
         plain, res = _row(table, arch=f"plain{depth}"), _row(table, arch=f"resnet{depth}")
-        rows.append({"layers": depth, "params": f"{(res if res is not None else plain)['parameters'] / 1e6:.2f}M",
+        rows.append({"layers": depth,
+                     "params": f"{(res if res is not None else plain)['parameters'] / 1e6:.2f}M",
                      "paper params": PAPER_PARAMS.get(depth, "–"),
                      "plain test": _error(plain), "plain train": _error(plain, "train"),
                      "ResNet test": _error(res), "ResNet train": _error(res, "train"),
@@ -172,11 +177,13 @@ def shortcut_table(runs: pd.DataFrame) -> pd.DataFrame:
 def degradation_curves(runs: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
     """Figure 6's input: each network's logs (one per seed), for plots.plot_degradation."""
     runs = degradation_runs(runs)
-    return {} if runs.empty else {arch: [load_log(p) for p in group["path"]] for arch, group in runs.groupby("arch")}
+    return {} if runs.empty else {arch: [load_log(p) for p in group["path"]]
+                                  for arch, group in runs.groupby("arch")}
 
 
 def confusion_records(results_root: Path) -> list[dict[str, Any]]:
-    """The confusion-matrix records (experiments/confusion.py): the paper's recipe first, then the tutorial's."""
+    """The confusion-matrix records (experiments/confusion.py): the paper's recipe first, then the
+    tutorial's."""
     found = [json.loads(p.read_text()) for p in sorted(Path(results_root, "confusion").glob("*.json"))]
     return sorted(found, key=lambda r: (r["recipe"] != "paper", models.arch_depth(r["arch"]), r["run"]))
 
@@ -191,13 +198,13 @@ def layer_response_records(results_root: Path) -> list[dict[str, Any]]:
 def record_label(record: dict[str, Any]) -> str:
     """The one-line label of a record derived from a trained run (confusion, layer responses)."""
     quick = "quick run: " if record.get("quick") else ""
-    return f"{quick}{record['schedule']} · {record['data']} · seed {record.get('seed', 0)}"
+    return f"{quick}{record['schedule']} · {record['data']} · seed\u00a0{record.get('seed', 0)}"
 
 
 # ------------------------------------------------------------------------------------------ files
 def _write_table(df: pd.DataFrame, path: Path, title: str) -> list[Path]:
     atomic_write_bytes(path.with_suffix(".csv"), df.to_csv(index=False).encode())
-    atomic_write_bytes(path.with_suffix(".md"), f"{title}\n\n{df.to_markdown(index=False)}\n".encode())
+    atomic_write_bytes(path.with_suffix(".md"), f"{title}\n\n{df.to_markdown(index=False, disable_numparse=True)}\n".encode())
     return [path.with_suffix(".md"), path.with_suffix(".csv")]
 
 
@@ -206,10 +213,12 @@ def _build_degradation(root: Path, out: Path) -> list[Path]:
     if runs.empty or runs["residual"].nunique() < 2:
         return []
     text = label(runs)
-    fig = plots.plot_degradation(degradation_curves(runs), title=f"Figure 6 (CIFAR-10): plain vs residual\n{text}")
+    fig = plots.plot_degradation(degradation_curves(runs),
+                                 title=f"Figure 6 (CIFAR-10): plain vs residual\n{text}")
     title = (f"**Table 6 (CIFAR-10 error, %)**: ours ({text}; final iteration, never chosen on the test set; "
              f"test and training error) beside the paper's test error.")
-    return [plots.save_figure(fig, out / "fig6_degradation.png"), *_write_table(table6(runs), out / "table6", title)]
+    return [plots.save_figure(fig, out / "fig6_degradation.png"),
+            *_write_table(table6(runs), out / "table6", title)]
 
 
 def _build_shortcuts(root: Path, out: Path) -> list[Path]:
@@ -217,15 +226,18 @@ def _build_shortcuts(root: Path, out: Path) -> list[Path]:
     if runs.empty or runs["shortcut"].nunique() < 2:
         return []
     text = label(runs)
-    fig = plots.plot_shortcuts(seed_table(runs, by=("arch", "shortcut")), title=f"Shortcut options A/B/C (CIFAR-10)\n{text}")
+    fig = plots.plot_shortcuts(seed_table(runs, by=("arch", "shortcut")),
+                               title=f"Shortcut options A/B/C (CIFAR-10)\n{text}")
     title = f"**Shortcut options (CIFAR-10 test error, %)**: {text}; final iteration."
-    return [plots.save_figure(fig, out / "shortcuts.png"), *_write_table(shortcut_table(runs), out / "shortcuts", title)]
+    return [plots.save_figure(fig, out / "shortcuts.png"),
+            *_write_table(shortcut_table(runs), out / "shortcuts", title)]
 
 
 def _build_confusion(root: Path, out: Path) -> list[Path]:
     made = []
     for rec in confusion_records(root):
-        title = (f"Confusion matrix: {rec['run']} ({rec['selection']}), test error {100 * rec['test_error']:.2f}%\n"
+        title = (f"Confusion matrix: {rec['run']} ({rec['selection']}), "
+                 f"test error {100 * rec['test_error']:.2f}%\n"
                  f"{record_label(rec)}")
         made.append(plots.save_figure(plots.plot_confusion(rec["matrix"], rec["classes"], title=title),
                                       out / f"confusion_{rec['run']}.png"))
@@ -237,7 +249,8 @@ def _build_layer_responses(root: Path, out: Path) -> list[Path]:
     if not records:
         return []
     fig = plots.plot_layer_responses({r["arch"]: r["stds"] for r in records},
-                                     title="Figure 7: std of 3x3 layer responses (after BN, before addition/ReLU)\n"
+                                     title="Figure 7: std of 3x3 layer responses "
+                                           "(after BN, before addition/ReLU)\n"
                                            + record_label(records[0]))
     return [plots.save_figure(fig, out / "fig7_layer_responses.png")]
 
@@ -269,7 +282,8 @@ def build_augmentation(data: cifar.CIFAR10 | None, out: Path = FIGURES_DIR) -> l
     if data is None:
         print("augmentation: skipped, no CIFAR-10 here (--data-dir, $CIFAR10_ROOT or data/ provides it)")
         return []
-    path = plots.save_figure(plots.augmentation_figure(data, num_classes=5, seed=0), Path(out) / "augmentation.png")
+    path = plots.save_figure(plots.augmentation_figure(data, num_classes=5, seed=0),
+                             Path(out) / "augmentation.png")
     print(f"augmentation: {shown(path)} (from {data.name}, fingerprint {data.fingerprint})")
     return [path]
 

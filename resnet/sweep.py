@@ -57,7 +57,8 @@ class SweepOptions:
     deadline: Deadline = Deadline()
 
 
-def run_sweep(jobs: Sequence[Job], *, data: cifar.CIFAR10 | None = None, **options: Any) -> list[dict[str, Any]]:
+def run_sweep(jobs: Sequence[Job], *, data: cifar.CIFAR10 | None = None,
+              **options: Any) -> list[dict[str, Any]]:
     """Train ``jobs`` (skipping finished and diverged ones) and return one summary per job, in order.
     ``options`` are :class:`SweepOptions` fields; ``data``, when given, is used by runs in this process."""
     opts = SweepOptions(**options)
@@ -101,7 +102,8 @@ def _wants_training(job: Job) -> bool:
 
 def _report(job: Job, summary: dict[str, Any]) -> None:
     status, err = summary.get("status"), summary.get("final_test_error")
-    detail = (f"test error {err:.2%} in {summary.get('wall_time_s')} s" if status == "finished" and err is not None
+    detail = (f"test error {err:.2%} in {summary.get('wall_time_s')} s"
+              if status == "finished" and err is not None
               else summary.get("message"))
     print(f"sweep: {job.out.name}: {status}: {detail}", file=sys.stderr)
 

@@ -36,8 +36,8 @@ from resnet import data as cifar
 from resnet import inference, models
 from resnet.config import ConfigError, RunConfig, describe_schedule, learning_rate
 from resnet.distributed import Dist
-from resnet.records import (RunFolderError, RunLock, atomic_torch_save, default_run_dir, git_commit, read_json,
-                            run_finished, write_json, write_log)
+from resnet.records import (RunFolderError, RunLock, atomic_torch_save, default_run_dir, git_commit,
+                            read_json, run_finished, write_json, write_log)
 
 __all__ = ["Diverged", "Deadline", "RunData", "RunState", "TrainStep", "CudaGraphStep", "Run", "evaluate",
            "train", "load_data", "load_trained", "read_checkpoint", "resolve_device", "set_learning_rate"]
@@ -121,13 +121,15 @@ class RunData:
         val = None
         if config.val_size:
             if config.val_size >= len(labels):
-                raise ConfigError(f"val_size {config.val_size} leaves no training images (have {len(labels)})")
+                raise ConfigError(f"val_size {config.val_size} leaves no training images "
+                                  f"(have {len(labels)})")
             train_idx, val_idx = cifar.train_val_split(len(labels), val_size=config.val_size, seed=0)
             val = (images[val_idx].to(device), labels[val_idx].to(device))
             images, labels = images[train_idx], labels[train_idx]
         if config.train_subset:
             if config.train_subset > len(labels):
-                raise ConfigError(f"train_subset {config.train_subset} exceeds the {len(labels)} training images")
+                raise ConfigError(f"train_subset {config.train_subset} exceeds the {len(labels)} "
+                                  "training images")
             # a fixed, seed-independent subset: every network of a quick sweep sees the same images
             keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(12345))
             keep = keep[: config.train_subset].sort().values
@@ -135,7 +137,8 @@ class RunData:
         if len(labels) < config.batch_size:
             raise ConfigError(f"only {len(labels)} training images; a batch needs {config.batch_size}")
         if config.batch_size % dist.world_size:
-            raise ConfigError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} processes")
+            raise ConfigError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} "
+                              "processes")
         n_test = config.test_subset or len(data.test_labels)
         # the normalisation comes from the training images only, never the test set
         mean, std = (t.to(device) for t in cifar.normalization_stats(images, mode=config.normalization))
@@ -183,7 +186,8 @@ class RunState:
                                                                "weight_decay": config.weight_decay, **cuda})
         else:  # Adam keeps a step count: on CUDA it must live on the device for the graph to capture it
             capturable = {"capturable": True} if device.type == "cuda" else {}
-            optimizer = torch.optim.Adam(model.parameters(), **{"lr": config.lr, "weight_decay": config.weight_decay,
+            optimizer = torch.optim.Adam(model.parameters(), **{"lr": config.lr,
+                                                                "weight_decay": config.weight_decay,
                                                                 **cuda, **capturable})
         stats = torch.zeros(2, 3, dtype=torch.float64, device=device)
         return cls(model, optimizer, stats, warmup_end=None if config.warmup_lr is not None else 0)
@@ -323,7 +327,8 @@ class Run:
         self.device = self.dist.device(resolve_device(device))
         self.graph = (self.device.type == "cuda" and not self.dist.enabled) if graph is None else graph
         if self.graph and (self.device.type != "cuda" or self.dist.enabled):
-            raise ConfigError("a CUDA-graph step needs a CUDA device and a single process; use the eager step")
+            raise ConfigError("a CUDA-graph step needs a CUDA device and a single process; "
+                              "use the eager step")
         self.checkpoint_every = checkpoint_every or config.eval_every
         if self.checkpoint_every <= 0:
             raise ConfigError(f"checkpoint_every must be positive; got {checkpoint_every}")
@@ -335,8 +340,9 @@ class Run:
     # -- opening and closing -------------------------------------------------------------------------
     def __enter__(self) -> Run:
         if not self.resume and _holds_a_run(self.out):
-            raise RunFolderError(f"{self.out} already holds a run. Pass --resume to continue it (a finished run "
-                                 f"is left as it is), or choose another folder with --out; nothing was changed.")
+            raise RunFolderError(f"{self.out} already holds a run. Pass --resume to continue it "
+                                 f"(a finished run is left as it is), or choose another folder with --out; "
+                                 f"nothing was changed.")
         if self.dist.is_writer:
             self.lock.acquire()
         try:
@@ -379,12 +385,14 @@ class Run:
         """Finished: the last iteration is done, early stopping has stopped it, or it was finished before."""
         if self.summary is not None:
             return True
-        stopped = self.config.patience is not None and self.state.checks_without_improvement > self.config.patience
+        stopped = (self.config.patience is not None
+                   and self.state.checks_without_improvement > self.config.patience)
         return stopped or self.state.iteration >= self.run_data.total_iterations
 
     def advance(self, iterations: int, *, deadline: Deadline = Deadline()) -> None:
         """Train up to ``iterations`` more iterations (fewer when the run ends or the deadline comes near),
-        evaluating and checkpointing at their intervals. Raises Diverged after writing a 'diverged' summary."""
+        evaluating and checkpointing at their intervals. Raises Diverged after writing a 'diverged'
+        summary."""
         try:
             with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
                 for _ in range(iterations):
@@ -437,7 +445,8 @@ class Run:
     def save_checkpoint(self) -> None:
         """Write the state, from finite weights only: an update can overflow with a finite loss."""
         t0 = time.perf_counter()
-        if not torch.stack([p.detach().float().sum() for p in self.state.model.parameters()]).isfinite().all():
+        if not torch.stack([p.detach().float().sum()
+                            for p in self.state.model.parameters()]).isfinite().all():
             raise Diverged(f"the weights became non-finite before iteration {self.state.iteration}")
         if self.dist.is_writer:
             self.state.elapsed_s = self.elapsed_s()
@@ -494,16 +503,18 @@ def read_checkpoint(path: Path, config: RunConfig, device: torch.device) -> dict
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # a checkpoint that cannot be read is a user-facing problem, not a traceback
-        raise RunFolderError(f"cannot read the checkpoint {path} ({type(e).__name__}: {e}); move it away to start "
-                             f"the run afresh") from None
+        raise RunFolderError(f"cannot read the checkpoint {path} ({type(e).__name__}: {e}); move it away "
+                             f"to start the run afresh") from None
     if checkpoint.get("config") != config.to_dict():
-        raise RunFolderError(f"{path} belongs to a run with another config; choose another --out or rerun with the "
-                             f"config in {path.parent / 'config.json'}")
+        raise RunFolderError(f"{path} belongs to a run with another config; choose another --out or rerun "
+                             f"with the config in {path.parent / 'config.json'}")
     return checkpoint["state"]
 
 
-def _batches(loader: cifar.TrainLoader, start: int, dist: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The training batches from iteration ``start`` on, across epochs: a pure function of (seed, iteration)."""
+def _batches(loader: cifar.TrainLoader, start: int,
+             dist: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches from iteration ``start`` on, across epochs: a pure function of
+    (seed, iteration)."""
     epoch, offset = divmod(start, len(loader))
     while True:
         yield from loader.epoch(epoch, start=offset, rank=dist.rank, world_size=dist.world_size)
@@ -515,13 +526,14 @@ def _precision(run: Run) -> str:
 
 
 def _execution(run: Run) -> dict[str, Any]:
-    """How the run is executed (config.json's "run"): nothing here changes what it computes beyond rounding."""
+    """How the run is executed (config.json's "run"): nothing here changes what it computes beyond
+    rounding."""
     data = run.run_data
-    return {"device": str(run.device), "world_size": run.dist.world_size, "graph": run.graph, "compile": run.compile,
-            "checkpoint_every": run.checkpoint_every, "precision": _precision(run),
+    return {"device": str(run.device), "world_size": run.dist.world_size, "graph": run.graph,
+            "compile": run.compile, "checkpoint_every": run.checkpoint_every, "precision": _precision(run),
             "total_iterations": data.total_iterations, "batches_per_epoch": len(data.loader),
-            "train_images": len(data.loader.labels), "val_images": 0 if data.val is None else len(data.val[1]),
-            "test_images": len(data.test[1])}
+            "train_images": len(data.loader.labels),
+            "val_images": 0 if data.val is None else len(data.val[1]), "test_images": len(data.test[1])}
 
 
 def _reported_model(run: Run) -> dict[str, Any]:
@@ -578,7 +590,8 @@ def train(config: RunConfig, *, data: cifar.CIFAR10 | None = None, data_dir: str
                 if bar is not None:
                     bar.update(run.state.iteration - before)
         except KeyboardInterrupt:
-            run.finish("unfinished", message="interrupted by the user; --resume continues from the last checkpoint")
+            run.finish("unfinished",
+                       message="interrupted by the user; --resume continues from the last checkpoint")
             raise
         finally:
             if bar is not None:
@@ -588,8 +601,8 @@ def train(config: RunConfig, *, data: cifar.CIFAR10 | None = None, data_dir: str
 
 def _progress_bar(run: Run) -> Any:
     from tqdm.auto import tqdm
-    return tqdm(total=run.run_data.total_iterations, initial=run.state.iteration, desc=run.out.name, unit="it",
-                dynamic_ncols=True)
+    return tqdm(total=run.run_data.total_iterations, initial=run.state.iteration, desc=run.out.name,
+                unit="it", dynamic_ncols=True)
 
 
 def load_trained(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -20,7 +20,8 @@ def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     out = tmp_path / "speed"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--device", "cpu",
                           "--archs", "resnet20", "--iterations", "4", "--warmup", "1", "--concurrent", "2",
-                          "--set-archs", "resnet20", "plain20", "--set-iterations", "4", "--data-dir", str(cifar_root),
+                          "--set-archs", "resnet20", "plain20", "--set-iterations", "4",
+                          "--data-dir", str(cifar_root),
                           "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     record = json.loads(out.with_suffix(".json").read_text())

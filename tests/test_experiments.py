@@ -18,8 +18,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ("degradation", "shortcuts", "confusion", "layer_responses", "make_figures", "train", "publish_weights",
-           "replicate")
+SCRIPTS = ("degradation", "shortcuts", "confusion", "layer_responses", "make_figures", "train",
+           "publish_weights", "replicate")
 SWEEPS = ("degradation", "shortcuts", "confusion", "layer_responses", "replicate")
 MISSING = "/nonexistent"
 
@@ -35,7 +35,8 @@ def test_every_script_starts_as_a_program():
     for script, proc in done.items():
         assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (script, proc.stderr)
         if script in SWEEPS:
-            for flag in ("--quick", "--data-dir", "--seeds", "--jobs", "--results", "--time-limit", "--no-graph"):
+            for flag in ("--quick", "--data-dir", "--seeds", "--jobs", "--results", "--time-limit",
+                         "--no-graph"):
                 assert flag in proc.stdout, (script, flag)
 
 
@@ -79,8 +80,8 @@ def test_time_limit_already_spent_trains_nothing_and_says_how_to_continue(run_sc
 
 # ------------------------------------------------------------------------------ the scripts, end to end
 TINY = dict(iterations=4, milestones=(2,), eval_every=2, train_subset=256, test_subset=64, batch_size=32)
-TINY_TUTORIAL = dict(iterations=6, eval_every=2, train_subset=256, val_size=200, test_subset=64, batch_size=32,
-                     patience=5, max_epochs=50)
+TINY_TUTORIAL = dict(iterations=6, eval_every=2, train_subset=256, val_size=200, test_subset=64,
+                     batch_size=32, patience=5, max_epochs=50)
 
 
 @pytest.fixture()
@@ -106,7 +107,8 @@ def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_pa
                           [f"resnet{d}-A-paper-s0" for d in (20, 32, 44, 56)] + ["resnet20-A-tutorial-s0"])
     paper = json.loads((results / "confusion" / "resnet56-A-paper-s0.json").read_text())
     tutorial = json.loads((results / "confusion" / "resnet20-A-tutorial-s0.json").read_text())
-    assert tutorial["selection"] == "validation" and tutorial["quick"] and sum(map(sum, tutorial["matrix"])) == 64
+    assert (tutorial["selection"] == "validation" and tutorial["quick"]
+            and sum(map(sum, tutorial["matrix"])) == 64)
     for record in (paper, tutorial):
         assert record["test_error"] == pytest.approx(record["final_test_error"])  # the run's own number
     responses = json.loads((results / "layer_responses.json").read_text())["runs"]

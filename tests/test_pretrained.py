@@ -44,7 +44,8 @@ def test_publish_and_load_by_name(finished_run, cifar_data, tmp_path):
 
 def test_damaged_missing_and_unknown_weights_are_clear_errors(finished_run, tmp_path):
     path = pretrained.publish(finished_run, dest=tmp_path)
-    with pytest.raises(pretrained.WeightsError, match="no published weights for resnet56-A-paper-s0.*resnet20-A"):
+    with pytest.raises(pretrained.WeightsError,
+                       match="no published weights for resnet56-A-paper-s0.*resnet20-A"):
         pretrained.load("resnet56", folder=tmp_path)
     payload = bytearray(path.read_bytes())
     payload[len(payload) // 2] ^= 0xFF

@@ -23,8 +23,8 @@ from resnet.config import paper_config
 from resnet.records import default_run_dir, write_json
 
 TINY = dict(iterations=4, eval_every=2, milestones=(2,), batch_size=32, test_subset=64)
-RUNS = {"plain20": ("plain20", "A", 0), "resnet20-A": ("resnet20", "A", 0), "resnet20-A-s1": ("resnet20", "A", 1),
-        "resnet20-B": ("resnet20", "B", 0)}
+RUNS = {"plain20": ("plain20", "A", 0), "resnet20-A": ("resnet20", "A", 0),
+        "resnet20-A-s1": ("resnet20", "A", 1), "resnet20-B": ("resnet20", "B", 0)}
 BUILDERS = ("degradation", "shortcuts", "confusion", "layer_responses")
 
 
@@ -48,7 +48,8 @@ def results_copy(trained, tmp_path):
     """A private copy of the results folder (without checkpoints), for tests that add records to it."""
     dst = tmp_path / "results"
     shutil.copytree(trained["root"], dst, ignore=shutil.ignore_patterns("checkpoint.pt"))
-    return {"root": dst, "runs": {k: (c, dst / "runs" / o.name, s) for k, (c, o, s) in trained["runs"].items()}}
+    return {"root": dst,
+            "runs": {k: (c, dst / "runs" / o.name, s) for k, (c, o, s) in trained["runs"].items()}}
 
 
 def assert_png(path: Path, *, min_side: int = 300) -> None:
@@ -69,11 +70,13 @@ def test_load_runs_and_the_one_line_label(trained):
                                    "resnet20-B-paper-s0"]
     assert list(runs.sort_values("run")["residual"]) == [False, True, True, True]
     text = results.label(results.degradation_runs(runs))
-    assert text == f"4 iterations, batch 32, all training images, first 64 test images · {runs['data'][0]} · seeds 0, 1"
+    assert text == ("4 iterations, batch 32, all training images, first 64 test images · "
+                    f"{runs['data'][0]} · seeds\u00a00, 1")
 
 
 def test_table6_is_the_summaries_mean_and_std_over_seeds(trained):
-    (_, _, plain), (_, _, a0), (_, _, a1) = (trained["runs"][k] for k in ("plain20", "resnet20-A", "resnet20-A-s1"))
+    (_, _, plain), (_, _, a0), (_, _, a1) = (trained["runs"][k]
+                                             for k in ("plain20", "resnet20-A", "resnet20-A-s1"))
     table = results.table6(results.load_runs(trained["root"]))
     assert len(table) == 1
     row = table.iloc[0]
@@ -81,16 +84,19 @@ def test_table6_is_the_summaries_mean_and_std_over_seeds(trained):
     assert row["plain test"] == f"{pct(plain['final_test_error']):.2f}"
     assert row["plain train"] == f"{pct(plain['final_train_error']):.2f}"
     std = np.std([100 * a0["final_test_error"], 100 * a1["final_test_error"]], ddof=1)
-    assert row["ResNet test"] == f"{pct(a0['final_test_error'], a1['final_test_error']):.2f} ± {std:.2f} (2 seeds)"
+    assert row["ResNet test"] == (f"{pct(a0['final_test_error'], a1['final_test_error']):.2f} ± "
+                                  f"{std:.2f} (2 seeds)")
     assert row["ResNet test, paper"] == "8.75"  # option B runs are not Table 6's
 
 
 def test_shortcut_table(trained):
-    (_, _, a0), (_, _, a1), (_, _, b) = (trained["runs"][k] for k in ("resnet20-A", "resnet20-A-s1", "resnet20-B"))
+    (_, _, a0), (_, _, a1), (_, _, b) = (trained["runs"][k]
+                                         for k in ("resnet20-A", "resnet20-A-s1", "resnet20-B"))
     row = results.shortcut_table(results.load_runs(trained["root"])).iloc[0]
     assert row["A test"].startswith(f"{pct(a0['final_test_error'], a1['final_test_error']):.2f} ± ")
     assert row["B test"] == f"{pct(b['final_test_error']):.2f}"
-    assert (row["A params"], row["B params"], row["C test"], row["C params"]) == ("269,722", "272,474", "–", "–")
+    assert (row["A params"], row["B params"], row["C test"], row["C params"]) \
+        == ("269,722", "272,474", "–", "–")
 
 
 def test_records_root_prefers_full_schedule_runs(trained, tmp_path):
@@ -103,7 +109,8 @@ def test_build_draws_figures_and_tables(trained, tmp_path, capsys):
     out = tmp_path / "figs"
     made = results.build(trained["root"], out=out)
     printed = capsys.readouterr().out
-    expected = {"fig6_degradation.png", "table6.md", "table6.csv", "shortcuts.png", "shortcuts.md", "shortcuts.csv"}
+    expected = {"fig6_degradation.png", "table6.md", "table6.csv", "shortcuts.png", "shortcuts.md",
+                "shortcuts.csv"}
     assert {Path(p).name for p in made} == expected == {p.name for p in out.iterdir()}
     assert_png(out / "fig6_degradation.png")
     assert_png(out / "shortcuts.png")
@@ -145,7 +152,7 @@ def test_plot_shortcut_options_and_training_curves(trained, tmp_path):
     assert_png(plots.save_figure(plots.plot_training_curves(logs, title="t"), tmp_path / "curves.png"))
 
 
-# ------------------------------------------------------------------------------------------ one inference path
+# ----------------------------------------------------------------------------------------- one inference path
 def test_confusion_and_responses_records_agree_with_the_run(results_copy, cifar_data, tmp_path, capsys):
     root = results_copy["root"]
     records = []
@@ -164,7 +171,8 @@ def test_confusion_and_responses_records_agree_with_the_run(results_copy, cifar_
     write_json(root / "layer_responses.json", {"runs": records})
     assert [r["recipe"] for r in results.confusion_records(root)] == ["paper", "paper"]
     made = {Path(p).name for p in results.build(root, only=("confusion", "layer_responses"), out=tmp_path)}
-    assert made == {"confusion_plain20-paper-s0.png", "confusion_resnet20-A-paper-s0.png", "fig7_layer_responses.png"}
+    assert made == {"confusion_plain20-paper-s0.png", "confusion_resnet20-A-paper-s0.png",
+                    "fig7_layer_responses.png"}
     assert "skipped" not in capsys.readouterr().out
 
 
@@ -172,7 +180,8 @@ def test_layer_response_std_is_the_population_std_of_each_layer(trained, cifar_d
     _, run_dir, _ = trained["runs"]["resnet20-A"]
     model, saved = engine.load_trained(run_dir)
     images = cifar_data.test_images[:7]
-    got = analysis.layer_response_std(model, images, mean=saved["mean"], std=saved["std"], batch_size=3)  # 3+3+1
+    got = analysis.layer_response_std(model, images, mean=saved["mean"], std=saved["std"],
+                                      batch_size=3)  # 3+3+1
     with torch.no_grad():
         responses = model.eval().layer_responses(cifar.normalize(images, saved["mean"], saved["std"]))
     want = np.array([torch.std(r.double().flatten(), correction=0).item() for r in responses])
@@ -205,7 +214,8 @@ def test_one_source_for_depth_and_the_quick_schedule():
     import subprocess
     repo = Path(__file__).resolve().parent.parent
     grep = lambda pattern: subprocess.run(["git", "grep", "-l", "-E", pattern, "--", "resnet", "experiments",
-                                           "benchmarks", "notebooks"], cwd=repo, capture_output=True, text=True)
+                                           "benchmarks", "notebooks"], cwd=repo, capture_output=True,
+                                          text=True)
     if grep(".").returncode != 0:
         pytest.skip("not a git checkout")
     assert grep(r"re\.compile\(r\"\(resnet\|plain\)").stdout.split() == ["resnet/models.py"]

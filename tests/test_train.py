@@ -46,8 +46,10 @@ def same_log(a: Path, b: Path) -> bool:
 # ---------------------------------------------------------------------------------------------- recipe
 def test_paper_defaults():
     cfg = RunConfig()
-    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
-    assert (cfg.iterations, cfg.milestones, cfg.eval_every, cfg.val_size) == (64_000, (32_000, 48_000), 500, 0)
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) \
+        == ("sgd", 0.1, 0.9, 1e-4, 128)
+    assert (cfg.iterations, cfg.milestones, cfg.eval_every, cfg.val_size) \
+        == (64_000, (32_000, 48_000), 500, 0)
     assert (cfg.precision, cfg.depth) == ("bf16", 20)
     assert paper_config("resnet56").warmup_lr is None
     assert paper_config("resnet110").warmup_lr == 0.01
@@ -82,8 +84,8 @@ def test_scaled_and_quick_schedules():
 
 def test_tutorial_recipe():
     cfg = tutorial_config("resnet20")
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.val_size, cfg.eval_every, cfg.patience, cfg.max_epochs) \
-        == ("adam", 1e-3, 1e-4, 5000, 50, 5, 50)
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.val_size, cfg.eval_every, cfg.patience,
+            cfg.max_epochs) == ("adam", 1e-3, 1e-4, 5000, 50, 5, 50)
     assert learning_rate(10_000, cfg) == 1e-3
 
 
@@ -115,7 +117,8 @@ def test_run_folder_names():
 def test_short_run_writes_all_records(cifar_data, tmp_path):
     out = tmp_path / "run"
     summary = engine.train(tiny(), data=cifar_data, out=out, progress=False)
-    assert {p.name for p in out.iterdir()} >= {"config.json", "log.csv", "summary.json", "checkpoint.pt", "model.pt"}
+    assert {p.name for p in out.iterdir()} >= {"config.json", "log.csv", "summary.json", "checkpoint.pt",
+                                               "model.pt"}
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"] == tiny().to_dict()
     assert saved["run"]["graph"] is False and saved["run"]["device"] == "cpu"
@@ -181,8 +184,9 @@ def test_kill_and_resume_equals_uninterrupted(cifar_root, cifar_data, tmp_path):
     cfg = paper_config("resnet20", **scaled_schedule(20), eval_every=10, test_subset=100)
     engine.train(cfg, data=cifar_data, out=tmp_path / "ref", progress=False)
     out = tmp_path / "killed"
-    args = ["--arch", "resnet20", "--iterations", 20, "--eval-every", 10, "--checkpoint-every", 4, "--out", out,
-            "--data-dir", cifar_root, "--device", "cpu", "--no-progress", "--test-subset", 100, "--threads", 1]
+    args = ["--arch", "resnet20", "--iterations", 20, "--eval-every", 10, "--checkpoint-every", 4,
+            "--out", out, "--data-dir", cifar_root, "--device", "cpu", "--no-progress",
+            "--test-subset", 100, "--threads", 1]
     proc = subprocess.Popen([*TRAIN, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (out / "checkpoint.pt").exists():
@@ -199,7 +203,8 @@ def test_kill_and_resume_equals_uninterrupted(cifar_root, cifar_data, tmp_path):
     assert same_log(out, tmp_path / "ref")
     assert json.loads((out / "summary.json").read_text())["iterations_done"] == 20
     ref = weights(tmp_path / "ref")
-    assert all(torch.equal(weights(out)[k], ref[k]) for k in ref), "the resumed run ends with the same weights"
+    assert all(torch.equal(weights(out)[k], ref[k]) for k in ref), \
+        "the resumed run ends with the same weights"
 
 
 def test_time_limit_from_the_command_line(run_script, cifar_root, tmp_path, monkeypatch):
@@ -209,7 +214,8 @@ def test_time_limit_from_the_command_line(run_script, cifar_root, tmp_path, monk
     deadline = engine.Deadline(time.time() + 6)
     monkeypatch.setattr(engine.Deadline, "after", classmethod(lambda cls, s: deadline if s else cls(None)))
     slow_step = engine.TrainStep.__call__
-    monkeypatch.setattr(engine.TrainStep, "__call__", lambda self, x, y: (time.sleep(0.3), slow_step(self, x, y)))
+    monkeypatch.setattr(engine.TrainStep, "__call__",
+                        lambda self, x, y: (time.sleep(0.3), slow_step(self, x, y)))
     out = tmp_path / "run"
     args = ("--arch", "resnet20", "--iterations", 400, "--eval-every", 50, "--data-dir", cifar_root,
             "--device", "cpu", "--no-progress", "--test-subset", 64, "--out", out, "--time-limit", 60)
@@ -220,7 +226,8 @@ def test_time_limit_from_the_command_line(run_script, cifar_root, tmp_path, monk
     assert "0 of 1 runs finished" in last and "--resume" in last
     summary = records.summary_of(out)
     assert summary["status"] == "unfinished" and 0 < summary["iterations_done"] < 400
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == summary["iterations_done"]
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["iteration"] \
+        == summary["iterations_done"]
 
 
 def test_deadline():
@@ -257,8 +264,8 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(cifar_data, tmp_path, m
 
 def test_divergence_from_the_command_line(run_script, cifar_root, tmp_path):
     result = run_script("train", "--arch", "resnet20", "--iterations", 20, "--eval-every", 2, "--lr", "1e12",
-                        "--data-dir", cifar_root, "--out", tmp_path / "run", "--no-progress", "--device", "cpu",
-                        "--test-subset", 64)
+                        "--data-dir", cifar_root, "--out", tmp_path / "run", "--no-progress",
+                        "--device", "cpu", "--test-subset", 64)
     assert result.code == 3, result.err
     assert result.err.startswith("diverged:") and "Traceback" not in result.err
     assert records.summary_of(tmp_path / "run")["status"] == "diverged"
@@ -291,7 +298,8 @@ def test_command_line_smoke(cifar_root, tmp_path):
     """One real process: --help, then a bad argument (exit 2, one paragraph, no traceback)."""
     assert "--time-limit" in subprocess.run([*TRAIN, "--help"], capture_output=True, text=True).stdout
     res = subprocess.run([*TRAIN, "--arch", "resnet21"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and res.stderr.startswith("error: unknown --arch") and "Traceback" not in res.stderr
+    assert (res.returncode == 2 and res.stderr.startswith("error: unknown --arch")
+            and "Traceback" not in res.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- the lock
@@ -306,7 +314,8 @@ def test_a_run_held_by_another_process_is_left_alone(cifar_data, tmp_path, capsy
         assert f"process {os.getpid()}" in err and "left alone" in err
         assert err.strip().splitlines()[-1].startswith("sweep: 0 of 1 runs finished")
     assert not (out / "summary.json").exists() and not (out / "checkpoint.pt").exists()
-    assert engine.train(tiny(), data=cifar_data, out=out, progress=False)["status"] == "finished"  # lock released
+    # lock released
+    assert engine.train(tiny(), data=cifar_data, out=out, progress=False)["status"] == "finished"
 
 
 # ---------------------------------------------------------------------------------------------- recipes
@@ -354,7 +363,8 @@ def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys
     jobs = [Job(tiny(seed=s, iterations=40, eval_every=10), tmp_path / f"s{s}") for s in (0, 1)]
     step = engine.TrainStep.__call__
     monkeypatch.setattr(engine.TrainStep, "__call__", lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
-    soon = engine.Deadline(time.time() + 8)  # the first run starts, then has to pause; the second never starts
+    # the first run starts, then has to pause; the second never starts
+    soon = engine.Deadline(time.time() + 8)
     summaries = run_sweep(jobs, data=cifar_data, progress=False, deadline=soon)
     assert time.time() < soon.at
     assert summaries[0]["status"] == "unfinished" and summaries[1]["status"] == "missing"
