@@ -156,6 +156,10 @@ def _open_run(job: Job, opts: SweepOptions, data: cifar.CIFAR10, stack: contextl
     except (ConfigError, RunFolderError) as e:
         _report(job, {"status": "skipped", "message": str(e)})
         return None
+    if run.done:  # another process finished it after this sweep started
+        _report(job, run.finish())
+        run.lock.release()
+        return None
     return run
 
 
