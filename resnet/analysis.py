@@ -48,17 +48,15 @@ def layer_response_std(model: nn.Module, images: torch.Tensor, *, mean: torch.Te
     and the ReLU) over all images, channels and positions, in layer order."""
     device = inference.model_device(model)
     model.eval()
-    sums = torch.zeros(3, 0, dtype=torch.float64, device=device)  # rows: sum, sum of squares, count
+    per_batch = []  # per batch: [3, layers] = sum, sum of squares, count of each layer's responses
     with inference.autocast(device, precision):
         for x in inference.input_batches(images, mean=mean, std=std, device=device, batch_size=batch_size):
-            responses = [r.double() for r in model.layer_responses(x)]
-            batch = torch.stack([torch.stack([r.sum() for r in responses]),
-                                 torch.stack([r.square().sum() for r in responses]),
-                                 torch.tensor([float(r.numel()) for r in responses], device=device,
-                                              dtype=torch.float64)])
-            sums = batch if sums.shape[1] == 0 else sums + batch
-    mu = sums[0] / sums[2]
-    return (sums[1] / sums[2] - mu.square()).clamp_min(0).sqrt().cpu().numpy()
+            per_batch.append(torch.stack([torch.stack([r.double().sum(), r.double().square().sum(),
+                                                       torch.tensor(float(r.numel()), device=device)])
+                                          for r in model.layer_responses(x)], dim=1))
+    total, squares, count = torch.stack(per_batch).sum(0)
+    mu = total / count
+    return (squares / count - mu.square()).clamp_min(0).sqrt().cpu().numpy()
 
 
 def _about(run_dir: Path, summary: dict[str, Any], config: RunConfig, n_images: int) -> dict[str, Any]:

@@ -57,7 +57,6 @@ __all__ = [
     "TrainLoader",
     "crop_flip",
     "describe",
-    "iterate_batches",
     "load_cifar10",
     "normalization_stats",
     "normalize",
@@ -651,16 +650,3 @@ class TrainLoader:
             if self.augment:
                 x = crop_flip(x, dy[i:j], dx[i:j], flip[i:j], padding=self.padding)
             yield normalize(x, self.mean, self.std), self.labels[idx]
-
-
-def iterate_batches(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, mean: torch.Tensor,
-                    std: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Evaluation batches: normalised (x, y) in order, no augmentation, the last batch possibly short.
-    The paper tests on the single original 32x32 view."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    labels = labels.to(device=images.device, dtype=torch.int64)
-    mean = mean.to(images.device)
-    std = std.to(images.device)
-    for lo in range(0, images.shape[0], batch_size):
-        yield normalize(images[lo:lo + batch_size], mean, std), labels[lo:lo + batch_size]

@@ -19,6 +19,7 @@ import pandas as pd
 from resnet import data as cifar
 from resnet import pretrained, results
 from resnet.records import REPO_ROOT, RESULTS_DIR
+from resnet.train import load_data
 
 __all__ = ["Notebook", "setup"]
 
@@ -71,6 +72,6 @@ def setup(*, data: bool = True) -> Notebook:
 
 def _load_data() -> cifar.CIFAR10 | None:
     try:
-        return cifar.load_cifar10(cifar.resolve_data_dir())
+        return load_data()  # the loader every script uses: --data-dir's default, read and verified once
     except cifar.DataError:
         return None

@@ -34,7 +34,7 @@ from resnet.config import RunConfig
 
 __all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RunFolderError", "atomic_write_bytes", "write_json",
            "read_json", "write_log", "read_log_rows", "atomic_torch_save", "git_commit", "default_run_dir",
-           "run_finished", "summary_of", "RunLock"]
+           "holds_a_run", "run_finished", "summary_of", "RunLock"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
@@ -113,6 +113,12 @@ def default_run_dir(config: RunConfig, *, root: Path | None = None) -> Path:
     parts = [config.arch] if config.arch.startswith("plain") else [config.arch, config.shortcut]
     parts += [config.recipe, f"s{config.seed}"] + (["fp32"] if config.precision == "fp32" else [])
     return root / "-".join(parts)
+
+
+def holds_a_run(out: Path) -> bool:
+    """True when ``out`` holds a run, finished or not: one that a new run must not overwrite, and that a
+    sweep resumes."""
+    return (Path(out) / "summary.json").exists() or (Path(out) / "checkpoint.pt").exists()
 
 
 def run_finished(out: Path, config: RunConfig | None = None) -> bool:

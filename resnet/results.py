@@ -204,7 +204,8 @@ def record_label(record: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------ files
 def _write_table(df: pd.DataFrame, path: Path, title: str) -> list[Path]:
     atomic_write_bytes(path.with_suffix(".csv"), df.to_csv(index=False).encode())
-    atomic_write_bytes(path.with_suffix(".md"), f"{title}\n\n{df.to_markdown(index=False, disable_numparse=True)}\n".encode())
+    table = df.to_markdown(index=False, disable_numparse=True)  # "70.00" stays "70.00", not 70
+    atomic_write_bytes(path.with_suffix(".md"), f"{title}\n\n{table}\n".encode())
     return [path.with_suffix(".md"), path.with_suffix(".csv")]
 
 

@@ -28,7 +28,7 @@ import torch
 
 from resnet import data as cifar
 from resnet.config import ConfigError, RunConfig
-from resnet.records import RunFolderError, run_finished, summary_of
+from resnet.records import RunFolderError, holds_a_run, run_finished, summary_of
 from resnet.train import Deadline, Diverged, Run, load_data, resolve_device, train
 
 __all__ = ["Job", "SweepOptions", "run_sweep", "sweep_status_line", "train_in_turn"]
@@ -116,11 +116,10 @@ def _train_on_cpu(jobs: Sequence[Job], opts: SweepOptions, data: cifar.CIFAR10 |
         if opts.deadline.remaining() < 5:
             break
         data = data if data is not None else load_data(opts.data_dir, download=opts.download)
-        resume = (job.out / "checkpoint.pt").exists() or (job.out / "summary.json").exists()
         try:
-            _report(job, train(job.config, data=data, out=job.out, device=opts.device, resume=resume,
-                               graph=opts.graph, compile=opts.compile, progress=opts.progress,
-                               deadline=opts.deadline))
+            _report(job, train(job.config, data=data, out=job.out, device=opts.device,
+                               resume=holds_a_run(job.out), graph=opts.graph, compile=opts.compile,
+                               progress=opts.progress, deadline=opts.deadline))
         except (Diverged, ConfigError, RunFolderError) as e:  # one run's failure does not end the sweep
             _report(job, {"status": "diverged" if isinstance(e, Diverged) else "skipped", "message": str(e)})
 
@@ -148,9 +147,8 @@ def train_in_turn(jobs: Sequence[Job], opts: SweepOptions, data: cifar.CIFAR10 |
 
 
 def _open_run(job: Job, opts: SweepOptions, data: cifar.CIFAR10, stack: contextlib.ExitStack) -> Run | None:
-    resume = (job.out / "checkpoint.pt").exists() or (job.out / "summary.json").exists()
-    run = Run(job.config, data=data, out=job.out, device=opts.device, resume=resume, graph=opts.graph,
-              compile=opts.compile)
+    run = Run(job.config, data=data, out=job.out, device=opts.device, resume=holds_a_run(job.out),
+              graph=opts.graph, compile=opts.compile)
     try:
         stack.enter_context(run)
     except (ConfigError, RunFolderError) as e:

@@ -37,7 +37,7 @@ from resnet import inference, models
 from resnet.config import ConfigError, RunConfig, describe_schedule, learning_rate
 from resnet.distributed import Dist
 from resnet.records import (RunFolderError, RunLock, atomic_torch_save, default_run_dir, git_commit,
-                            read_json, run_finished, write_json, write_log)
+                            holds_a_run, read_json, run_finished, write_json, write_log)
 
 __all__ = ["Diverged", "Deadline", "RunData", "RunState", "TrainStep", "CudaGraphStep", "Run", "evaluate",
            "train", "load_data", "load_trained", "read_checkpoint", "resolve_device", "set_learning_rate"]
@@ -339,7 +339,7 @@ class Run:
 
     # -- opening and closing -------------------------------------------------------------------------
     def __enter__(self) -> Run:
-        if not self.resume and _holds_a_run(self.out):
+        if not self.resume and holds_a_run(self.out):
             raise RunFolderError(f"{self.out} already holds a run. Pass --resume to continue it "
                                  f"(a finished run is left as it is), or choose another folder with --out; "
                                  f"nothing was changed.")
@@ -492,10 +492,6 @@ def _log_evaluation(run: Run, loss: float, error: float) -> None:
     if run.dist.enabled:  # every process stops early when rank 0's validation says so
         count = torch.tensor([state.checks_without_improvement], device=run.device)
         state.checks_without_improvement = int(run.dist.broadcast(count).item())
-
-
-def _holds_a_run(out: Path) -> bool:
-    return (out / "summary.json").exists() or (out / "checkpoint.pt").exists()
 
 
 def read_checkpoint(path: Path, config: RunConfig, device: torch.device) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from cifar_fixture import (BATCHES_DIR, BIN_BATCHES_DIR, CLASSES, batch_sha1, write_batch, write_bin_batch,
                            write_cifar10, write_cifar10_bin)
 from resnet import data as cifar
-from resnet.data import (CIFAR10, DataError, TrainLoader, crop_flip, iterate_batches, load_cifar10,
+from resnet.data import (CIFAR10, DataError, TrainLoader, crop_flip, load_cifar10,
                          normalization_stats, normalize, random_crop_flip, resolve_data_dir, train_val_split)
 
 WRITERS = {"py": write_cifar10, "bin": write_cifar10_bin}
@@ -599,12 +599,12 @@ def test_loader_augments_through_random_crop_flip(arrays):
         assert torch.allclose(x, expected[b * 64:(b + 1) * 64])
 
 
-def test_iterate_batches_in_order(arrays):
+def test_evaluation_batches_in_order(arrays):
+    from resnet.inference import input_batches
     images, ids, mean, std = arrays
-    batches = list(iterate_batches(images, ids, batch_size=300, mean=mean, std=std))
-    assert [len(y) for _, y in batches] == [300, 300, 300, 100]
-    assert torch.equal(torch.cat([y for _, y in batches]), ids)
-    assert torch.allclose(torch.cat([x for x, _ in batches]), normalize(images, mean, std))
+    batches = list(input_batches(images, batch_size=300, mean=mean, std=std, device=torch.device("cpu")))
+    assert [len(x) for x in batches] == [300, 300, 300, 100]
+    assert torch.allclose(torch.cat(batches), normalize(images, mean, std))
 
 
 def test_fixture_is_learnable(cifar_data):
