@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from resnet import cli, models  # noqa: E402
 from resnet.config import FIGURE6_ARCHS, RunConfig, paper_config, scaled_schedule  # noqa: E402
 from resnet.records import atomic_write_bytes, git_commit, write_json  # noqa: E402
-from resnet.sweep import Job, run_sweep  # noqa: E402
+from resnet.sweep import Job, allow_concurrent_streams, run_sweep  # noqa: E402
 from resnet.train import Deadline, Run, load_data, resolve_device  # noqa: E402
 
 TARGET_S = {"resnet20": 60, "resnet56": 180, "resnet110": 360}
@@ -55,7 +55,9 @@ def ms_per_iteration(arch: str, data, device: torch.device, *, runs: int, graph:
                      warmup: int, iterations: int, tmp: Path) -> float:
     """Wall milliseconds per training iteration of ``runs`` runs of ``arch`` advanced in turn (all runs'
     iterations counted), after ``warmup`` untimed iterations each."""
-    cfg = paper_config(arch)  # the timed iterations fall before the first evaluation (every 500)
+    # the timed iterations fall before the first evaluation (every 500); the steady state, so without
+    # ResNet-110's warm-up, whose training-error check every 20 iterations waits for the GPU
+    cfg = paper_config(arch, warmup_lr=None)
     with contextlib.ExitStack() as stack:
         active = [stack.enter_context(Run(cfg.replace(seed=s), data=data,
                                           out=tmp / f"{arch}-{runs}-{graph}-{s}",
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks (under the graph)")
     ap.add_argument("--out", type=Path, default=None, help="record path without suffix")
     args = ap.parse_args(argv)
+    allow_concurrent_streams()
     device = resolve_device(args.device)
     data = load_data(args.data_dir, download=args.download)
     graph = device.type == "cuda"

@@ -12,11 +12,15 @@ validation-chosen one). Runs that have not finished are trained first. Rows are 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from resnet import analysis, cli, models, results
-from resnet.config import RECIPES, ConfigError, RunConfig
-from resnet.records import write_json
-from resnet.train import load_data
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import analysis, cli, models, results  # noqa: E402
+from resnet.config import RECIPES, ConfigError, RunConfig  # noqa: E402
+from resnet.records import write_json  # noqa: E402
+from resnet.train import load_data  # noqa: E402
 
 
 def network(text: str) -> RunConfig:

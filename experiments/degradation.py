@@ -12,8 +12,13 @@ get worse with depth, ResNets better: the degradation problem and its fix.
 
 from __future__ import annotations
 
-from resnet import cli, results
-from resnet.config import FIGURE6_ARCHS, RunConfig, paper_config
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import cli, results  # noqa: E402
+from resnet.config import FIGURE6_ARCHS, RunConfig, paper_config  # noqa: E402
 
 
 def configs(*, with_110: bool = False) -> list[RunConfig]:

@@ -11,10 +11,15 @@ smaller than plain nets', and deeper ResNets' smaller still: the residual functi
 
 from __future__ import annotations
 
-from resnet import analysis, cli, results
-from resnet.config import ConfigError, paper_config
-from resnet.records import git_commit, write_json
-from resnet.train import load_data
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import analysis, cli, results  # noqa: E402
+from resnet.config import ConfigError, paper_config  # noqa: E402
+from resnet.records import git_commit, write_json  # noqa: E402
+from resnet.train import load_data  # noqa: E402
 
 ARCHS = ("plain20", "plain56", "resnet20", "resnet56")
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Regenerate every figure and table from the run records in results/, in seconds: no GPU, no training.
 
-    python experiments/make_figures.py            # figures/ from results/, figures/quick/ from results/quick/
+    python experiments/make_figures.py      # figures/ from results/, figures/short/ and figures/quick/ too
 
-Full-schedule records (results/runs/...) draw figures/; quick runs (results/quick/...) draw figures/quick/,
-and every title and table says which schedule, data and seeds its numbers come from. A figure whose runs
+Full-schedule records (results/runs/...) draw figures/; short-schedule runs (results/short/...) draw
+figures/short/ and quick runs (results/quick/...) figures/quick/, and every title and table says which schedule, data and seeds its numbers come from. A figure whose runs
 are missing is skipped with a one-line note. figures/augmentation.png is drawn from the data itself, when
 CIFAR-10 is here (--data-dir, $CIFAR10_ROOT or data/), and skipped otherwise. The functions behind every
 figure and table are in resnet.results.
@@ -13,21 +13,25 @@ figure and table are in resnet.results.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from resnet import cli, results
-from resnet import data as cifar
-from resnet.records import RESULTS_DIR
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import cli, results  # noqa: E402
+from resnet import data as cifar  # noqa: E402
+from resnet.records import RESULTS_DIR  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, action="append", default=None,
-                        help="a results folder to draw (default: results/ and results/quick/)")
+                        help="a results folder to draw (default: results/, results/short/ and "
+                             "results/quick/)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 for the augmentation figure (optional)")
     args = parser.parse_args(argv)
-    for root in args.results or [RESULTS_DIR, RESULTS_DIR / "quick"]:
+    for root in args.results or [RESULTS_DIR, RESULTS_DIR / "short", RESULTS_DIR / "quick"]:
         print(f"== {results.shown(root)} -> {results.shown(results.figures_dir_for(root))}")
         results.build(root)
     if args.results is None:

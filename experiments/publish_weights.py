@@ -10,11 +10,14 @@ precision with their SHA-256 (resnet.pretrained). Runs that have not finished he
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from resnet import cli, pretrained
-from resnet.records import RESULTS_DIR, run_finished
-from resnet.results import shown
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import cli, pretrained  # noqa: E402
+from resnet.records import RESULTS_DIR, run_finished  # noqa: E402
+from resnet.results import shown  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,19 @@ experiments/layer_responses.py --with-110, experiments/publish_weights.py, exper
 
 from __future__ import annotations
 
-from resnet import cli, models, results
-from resnet.config import (FIGURE6_ARCHS, SHORTCUT_DEPTHS, ConfigError, RunConfig, paper_config, quick,
-                           tutorial_config)
-from resnet.records import default_run_dir, summary_of
-from resnet.sweep import Job
+import argparse
+import sys
+import tarfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import cli, models, results, transfer  # noqa: E402
+from resnet.config import FIGURE6_ARCHS, SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
+from resnet.config import paper_config, scaled_schedule, tutorial_config  # noqa: E402
+from resnet.pretrained import PUBLISHED  # noqa: E402
+from resnet.records import summary_of  # noqa: E402
+from resnet.sweep import Job  # noqa: E402
 
 
 def plan() -> list[RunConfig]:
@@ -35,24 +43,100 @@ def plan() -> list[RunConfig]:
     return networks + extras + more_seeds + more_110
 
 
+def short_plan() -> list[RunConfig]:
+    """What --short trains: Figure 6's 20- and 56-layer networks, the tutorial recipe in full (it is short
+    already), the 32- and 44-layer ones, then seed 1 of ResNet-20 and ResNet-56 (the seed spread against
+    which benchmarks/fidelity.py compares the engine with the independent reference)."""
+    first = [paper_config(a) for a in ("resnet20", "resnet56", "plain20", "plain56")]
+    middle = [paper_config(a) for a in ("resnet32", "resnet44", "plain32", "plain44")]
+    return first + [tutorial_config("resnet20")] + middle + [paper_config(a, seed=1)
+                                                             for a in ("resnet20", "resnet56")]
+
+
+def rehearsal(configs: list[RunConfig], iterations: int) -> list[RunConfig]:
+    """``configs`` cut to ``iterations`` each (the paper recipe's rate steps kept at 1/2 and 3/4, three
+    evaluations): the whole sequence of a machine's work in minutes, before its hours are spent."""
+    cut = {"iterations": iterations, "eval_every": max(1, iterations // 3)}
+    return [c.replace(**{**cut, **(scaled_schedule(iterations) if c.recipe == "paper" else {})})
+            for c in configs]
+
+
+def shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N): the K-th of N disjoint parts of the plan."""
+    k, _, n = text.partition("/")
+    try:
+        k_, n_ = int(k), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 2/4; got {text!r}") from None
+    if not 1 <= k_ <= n_:
+        raise argparse.ArgumentTypeError(f"expected 1 <= K <= N in K/N; got {text!r}")
+    return k_, n_
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.experiment_parser(__doc__)
     parser.add_argument("--list", action="store_true",
                         help="print the plan and each run's status, train nothing")
+    parser.add_argument("--shard", type=shard, default=None, metavar="K/N",
+                        help="only the K-th of N disjoint parts of the plan (every N-th run from the K-th), "
+                             "so that N machines split it")
+    parser.add_argument("--pack", type=Path, default=None, metavar="FILE.tar",
+                        help="train nothing; write the runs' records (the published networks' model.pt, and "
+                             "unfinished runs' checkpoints within --checkpoint-mb) into FILE.tar, split into "
+                             "FILE.part2.tar, ... where one archive would pass 15 MB")
+    parser.add_argument("--checkpoint-mb", type=float, default=64, metavar="MB",
+                        help="with --pack: at most this many MB of checkpoints, the most advanced runs first "
+                             "(default 64)")
+    parser.add_argument("--unpack", type=Path, nargs="+", default=None, metavar="FILE.tar",
+                        help="train nothing; merge packed runs into the results folder (never replacing a "
+                             "finished run, nor taking a run whose config is not the plan's)")
+    parser.add_argument("--rehearse", type=cli.positive_int, default=None, metavar="N",
+                        help="every run cut to N iterations: rehearse a machine's whole sequence (train, "
+                             "stop, pack, continue, unpack, figures) in minutes; needs --results")
     args = parser.parse_args(argv)
     if args.seeds != 1:
         raise ConfigError("the plan fixes its seeds (0-2, ResNet-110 0-4); leave --seeds out")
-    root = cli.results_root(args) / "runs"
-    jobs = [Job(c, default_run_dir(c, root=root)) for c in (map(quick, plan()) if args.quick else plan())]
+    if args.rehearse is not None and (args.results is None or args.short or args.quick):
+        raise ConfigError("--rehearse cuts the full plan and needs --results (a rehearsal's runs never go "
+                          "into results/); leave --short and --quick out")
+    configs = short_plan() if args.short else plan()
+    jobs = cli.plan_jobs(configs if args.rehearse is None else rehearsal(configs, args.rehearse), args)
+    if args.shard is not None:
+        k, n = args.shard
+        jobs = jobs[k - 1::n]
     if args.list:
         for i, job in enumerate(jobs, 1):
             summary = summary_of(job.out)
-            done = f"{summary.get('iterations_done', 0):,} of {summary.get('iterations_planned', 64_000):,}"
+            done = f"{summary.get('iterations_done', 0):,} of {summary.get('iterations_planned', 0):,}"
             print(f"{i:3d}. {job.out.name:<28s} {summary['status']:<10s} "
                   f"{done if 'iterations_done' in summary else ''}")
         return 0
+    if args.pack is not None:
+        return pack(jobs, args)
+    if args.unpack is not None:
+        return unpack(jobs, args)
     cli.run_jobs(jobs, args)
     results.build(cli.results_root(args), only=("degradation", "shortcuts"))
+    return 0
+
+
+def pack(jobs: list[Job], args: argparse.Namespace) -> int:
+    for path in transfer.pack(jobs, args.pack, published=PUBLISHED, checkpoint_mb=args.checkpoint_mb):
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+        runs = sorted({n.split("/")[0] for n in names if "/" in n})
+        checkpoints = sum(n.endswith("checkpoint.pt") for n in names)
+        print(f"{path}: {path.stat().st_size / 2**20:.1f} MB, {len(runs)} runs ({checkpoints} with their "
+              f"checkpoint)")
+    return 0
+
+
+def unpack(jobs: list[Job], args: argparse.Namespace) -> int:
+    done = transfer.unpack(args.unpack, jobs)
+    for item in done:
+        print(f"  {item.run:<28s} {item.action:<9s} {item.reason}")
+    counts = {a: sum(d.action == a for d in done) for a in ("added", "replaced", "kept", "rejected")}
+    print("unpack: " + ", ".join(f"{n} {a}" for a, n in counts.items()) + f" into {cli.results_root(args)}")
     return 0
 
 

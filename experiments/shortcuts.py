@@ -11,8 +11,13 @@ The option-A runs are the degradation experiment's ResNets (the same run folders
 
 from __future__ import annotations
 
-from resnet import cli, models, results
-from resnet.config import SHORTCUT_DEPTHS, RunConfig, paper_config
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import cli, models, results  # noqa: E402
+from resnet.config import SHORTCUT_DEPTHS, RunConfig, paper_config  # noqa: E402
 
 
 def configs() -> list[RunConfig]:

@@ -9,21 +9,25 @@
     python experiments/train.py --arch resnet20 --resume              # ... and continue (or after a kill -9)
     torchrun --nproc_per_node 2 experiments/train.py --arch resnet56  # data parallel, global batch 128
 
-Records go to results/runs/<arch>-<shortcut>-<recipe>-s<seed>/ (config.json, log.csv, summary.json).
+Records go to results/runs/<arch>-<shortcut>-<recipe>-s<seed>/ (config.json, log.csv, summary.json), or
+results/short/runs/... with --short and results/quick/runs/... with --quick.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
-from resnet import cli, models
-from resnet.config import RECIPES, ConfigError, RunConfig, quick, scaled_schedule
-from resnet.distributed import Dist
-from resnet.records import default_run_dir
-from resnet.train import Deadline, load_data, train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
+
+from resnet import cli, models  # noqa: E402
+from resnet.config import RECIPES, ConfigError, RunConfig, on_schedule, scaled_schedule, schedule_of  # noqa: E402
+from resnet.distributed import Dist  # noqa: E402
+from resnet.records import default_run_dir  # noqa: E402
+from resnet.train import Deadline, load_data, train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,8 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hold out this many training images (45k/5k: 5000)")
     p.add_argument("--train-subset", type=int, default=None, help="train on this many images (quick checks)")
     p.add_argument("--test-subset", type=int, default=None, help="test on the first N test images")
-    p.add_argument("--quick", action="store_true",
-                   help="the experiments' quick schedule (resnet.config.QUICK)")
+    cli.add_schedule_args(p)
     cli.add_data_args(p)
     cli.add_engine_args(p)
     p.add_argument("--out", default=None,
@@ -74,8 +77,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         overrides.update(schedule if args.recipe == "paper" else {"iterations": schedule["iterations"]})
     if args.milestones is not None:
         overrides["milestones"] = tuple(args.milestones)
-    cfg = RECIPES[args.recipe](args.arch, **overrides)
-    return quick(cfg) if args.quick else cfg
+    return on_schedule(RECIPES[args.recipe](args.arch, **overrides), cli.schedule(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg, dist = build_config(args), Dist.from_env()
-    out = args.out or default_run_dir(cfg)
+    out = args.out or default_run_dir(cfg, root=cli.results_dir(schedule_of(cfg)) / "runs")
     data = load_data(args.data_dir, download=args.download)
     if dist.is_writer:
         print(f"run folder: {out}")
@@ -100,13 +102,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def last_line(summary: dict) -> str:
-    """What the run came to, and for an unfinished run how to continue it."""
+    """What the run came to, how fast, and for an unfinished run the command that continues it."""
     done, planned = summary["iterations_done"], summary["iterations_planned"]
+    speed = f", {summary['ms_per_iteration']:.2f} ms per iteration" if summary.get("ms_per_iteration") else ""
     if summary["status"] == "finished":
         return (f"finished: test error {summary['final_test_error']:.2%} after {done} iterations "
-                f"({summary['selection']}), {summary['wall_time_s']} s; 1 of 1 runs finished")
-    return (f"unfinished at iteration {done} of {planned} ({summary['message']}); 0 of 1 runs finished: run "
-            f"the same command again with --resume to continue")
+                f"({summary['selection']}), {summary['wall_time_s']} s{speed}; 1 of 1 runs finished")
+    command = cli.this_command() + ("" if "--resume" in sys.argv else " --resume")
+    return (f"unfinished at iteration {done} of {planned} ({summary['message']}){speed}; 0 of 1 runs "
+            f"finished; to continue: {command}")
 
 
 if __name__ == "__main__":

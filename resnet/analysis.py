@@ -18,7 +18,7 @@ import torch.nn as nn
 from resnet import data as cifar
 from resnet import inference
 from resnet.config import RunConfig, describe_schedule, is_quick
-from resnet.records import git_commit
+from resnet.records import code_version
 
 __all__ = ["predict", "confusion", "per_class_accuracy", "layer_response_std", "confusion_record",
            "responses_record"]
@@ -66,7 +66,8 @@ def _about(run_dir: Path, summary: dict[str, Any], config: RunConfig, n_images: 
             "final_test_error": summary["final_test_error"],
             "test_images": n_images, "schedule": describe_schedule(config), "quick": is_quick(config),
             "data": summary["data"], "data_fingerprint": summary["data_fingerprint"],
-            "run_git_commit": summary["git_commit"], "git_commit": git_commit()}
+            "run_git_commit": summary["git_commit"],
+            "run_code_fingerprint": summary.get("code_fingerprint"), **code_version()}
 
 
 def confusion_record(model: nn.Module, saved: dict[str, Any], data: cifar.CIFAR10, *, run_dir: Path,

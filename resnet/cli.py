@@ -9,6 +9,7 @@ same command again continues them.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from resnet import data as cifar
-from resnet.config import QUICK, ConfigError, RunConfig, quick
+from resnet.config import QUICK, SHORT, ConfigError, RunConfig, on_schedule, schedule_of
 from resnet.pretrained import WeightsError
 from resnet.records import RESULTS_DIR, RunFolderError, default_run_dir, summary_of
 from resnet.sweep import Job, run_sweep
@@ -95,33 +96,58 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
     add_engine_args(parser)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a short schedule on a subset ({QUICK['iterations']} iterations, "
-                             f"{QUICK['train_subset']:,} training images), recorded under results/quick/")
+    add_schedule_args(parser)
     parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per network (mean and spread)")
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="runs at once: processes on the CPU (default 1), runs per GPU on CUDA "
                              "(default 8)")
     parser.add_argument("--results", type=Path, default=None,
-                        help="results folder (default: results/, or results/quick/ with --quick)")
+                        help="results folder (default: results/, results/short/ with --short, "
+                             "results/quick/ with --quick)")
     return parser
 
 
+def add_schedule_args(parser: argparse.ArgumentParser) -> None:
+    """--short and --quick: the schedules besides the paper's (resnet.config.SCHEDULES)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--short", action="store_true",
+                       help=f"the paper's recipe at 1/32 of its length ({SHORT['iterations']:,} iterations "
+                            f"on all training images: hours on a CPU), recorded under results/short/")
+    group.add_argument("--quick", action="store_true",
+                       help=f"a short schedule on a subset ({QUICK['iterations']} iterations, "
+                            f"{QUICK['train_subset']:,} training images: minutes), recorded under "
+                            "results/quick/")
+
+
+def schedule(args: argparse.Namespace) -> str:
+    """The schedule the flags ask for: "full", "short" or "quick"."""
+    return "quick" if args.quick else "short" if getattr(args, "short", False) else "full"
+
+
 def results_root(args: argparse.Namespace) -> Path:
-    if args.results is not None:
-        return Path(args.results)
-    return RESULTS_DIR / "quick" if args.quick else RESULTS_DIR
+    """--results, else the folder of the flags' schedule: results/, results/short/ or results/quick/."""
+    return Path(args.results) if args.results is not None else results_dir(schedule(args))
+
+
+def results_dir(name: str) -> Path:
+    return RESULTS_DIR if name == "full" else RESULTS_DIR / name
 
 
 def sweep_jobs(configs: Sequence[RunConfig], args: argparse.Namespace) -> list[Job]:
-    """One job per config and seed (seed-major), in the results folder the flags choose, on the quick schedule
-    if asked."""
-    root = results_root(args) / "runs"
+    """One job per config and seed (seed-major), in the results folder and on the schedule the flags
+    choose."""
+    configs = [cfg.replace(seed=seed) for seed in range(args.seeds) for cfg in configs]  # seed 0 first
+    return plan_jobs(configs, args)
+
+
+def plan_jobs(configs: Sequence[RunConfig], args: argparse.Namespace) -> list[Job]:
+    """A job for each of ``configs`` on the flags' schedule, in the flags' results folder."""
     jobs = []
-    for seed in range(args.seeds):  # seed 0 of every network first: the most complete figures soonest
-        for cfg in configs:
-            c = quick(cfg.replace(seed=seed)) if args.quick else cfg.replace(seed=seed)
-            jobs.append(Job(c, default_run_dir(c, root=root)))
+    for config in configs:
+        c = on_schedule(config, schedule(args))
+        # a run lives with its schedule: the tutorial recipe runs in full under --short, so in results/
+        root = Path(args.results) if args.results is not None else results_dir(schedule_of(c))
+        jobs.append(Job(c, default_run_dir(c, root=root / "runs")))
     return jobs
 
 
@@ -129,7 +155,12 @@ def run_jobs(jobs: Sequence[Job], args: argparse.Namespace, *, data: Any = None)
     """The sweep of ``jobs`` with the flags' data, device, concurrency, engine and time limit."""
     return run_sweep(jobs, data=data, data_dir=args.data_dir, download=args.download, device=args.device,
                      at_once=args.jobs, graph=args.graph, compile=args.compile,
-                     deadline=Deadline.after(args.time_limit))
+                     deadline=Deadline.after(args.time_limit), command=this_command())
+
+
+def this_command() -> str:
+    """The command line this process was started with, as a user would type it again."""
+    return shlex.join(["python3", *sys.argv])
 
 
 def finished_networks(jobs: Sequence[Job], *,

@@ -16,15 +16,31 @@ import torch.nn as nn
 
 from resnet import data as cifar
 
-__all__ = ["autocast", "input_batches", "logits", "model_device"]
+__all__ = ["autocast", "no_tf32", "input_batches", "logits", "model_device"]
 
 
 def autocast(device: torch.device, precision: str = "bf16") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (convolutions on the tensor cores) unless ``precision`` is "fp32"; float32 on
-    the CPU. The autocast weight cache is off: a CUDA graph must not capture a cache that outlives it."""
+    """The run's precision. bf16 autocast on CUDA (convolutions on the tensor cores) unless ``precision`` is
+    "fp32"; float32 on the CPU. The autocast weight cache is off: a CUDA graph must not capture a cache that
+    outlives it. "fp32" on CUDA is IEEE float32: cuDNN would otherwise run its convolutions in TF32 on
+    Ampere and Hopper, and the control run would not measure what it says."""
     if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    if device.type == "cuda":
+        return no_tf32()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and cuBLAS matrix products inside the block, restored after. Kernels
+    are chosen when called (or captured), so a CUDA graph recorded inside keeps float32 kernels."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def model_device(model: nn.Module) -> torch.device:

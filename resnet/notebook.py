@@ -3,8 +3,8 @@
     from resnet.notebook import setup
     nb = setup()           # figures inline, tables wide; which records to read; CIFAR-10 if it is here
 
-``nb.records`` is results/ when it holds finished full-schedule runs and results/quick/ otherwise (the
-notebooks say which); ``nb.data`` is CIFAR-10 from $CIFAR10_ROOT or the repository's data/ (None when
+``nb.records`` is the best records there are: results/ with finished full-schedule runs, else
+results/short/, else results/quick/ (``nb.schedule`` says which, and so does the first line printed); ``nb.data`` is CIFAR-10 from $CIFAR10_ROOT or the repository's data/ (None when
 absent: the cells that need images then print a note and skip); ``nb.weights`` lists the published
 trained networks (resnet.pretrained), which notebooks 05 and 06 use instead of training when present.
 """
@@ -18,7 +18,7 @@ import pandas as pd
 
 from resnet import data as cifar
 from resnet import pretrained, results
-from resnet.records import REPO_ROOT, RESULTS_DIR
+from resnet.records import REPO_ROOT
 from resnet.train import load_data
 
 __all__ = ["Notebook", "setup"]
@@ -31,7 +31,7 @@ class Notebook:
     repo: Path
     records: Path
     figures: Path
-    quick: bool
+    schedule: str  # what the records are, in words (resnet.results.schedule_name)
     data: cifar.CIFAR10 | None
     weights: tuple[str, ...]
 
@@ -57,10 +57,10 @@ def setup(*, data: bool = True) -> Notebook:
     pd.set_option("display.width", 120)
     records = results.records_root()
     nb = Notebook(repo=REPO_ROOT, records=records, figures=results.figures_dir_for(records),
-                  quick=records != RESULTS_DIR, data=_load_data() if data else None,
+                  schedule=results.schedule_name(records), data=_load_data() if data else None,
                   weights=pretrained.published())
-    kind = "quick runs: a short schedule on a subset" if nb.quick else "full-schedule runs"
-    print(f"records: {records.relative_to(REPO_ROOT)} ({kind}); figures: {nb.figures.relative_to(REPO_ROOT)}")
+    print(f"records: {records.relative_to(REPO_ROOT)} ({nb.schedule}); "
+          f"figures: {nb.figures.relative_to(REPO_ROOT)}")
     if data:
         print(f"data: {nb.data.name}, {len(nb.data.train_labels):,} training and "
               f"{len(nb.data.test_labels):,} test images, "

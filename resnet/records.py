@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import fnmatch
+import hashlib
 import io
 import json
 import os
@@ -33,7 +35,8 @@ import torch
 from resnet.config import RunConfig
 
 __all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RunFolderError", "atomic_write_bytes", "write_json",
-           "read_json", "write_log", "read_log_rows", "atomic_torch_save", "git_commit", "default_run_dir",
+           "read_json", "write_log", "read_log_rows", "atomic_torch_save", "git_commit",
+           "code_fingerprint", "git_files", "code_version", "default_run_dir",
            "holds_a_run", "run_finished", "summary_of", "RunLock"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +109,39 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: The source files whose content names the code that made a record (with the commit, when there is one).
+CODE_FILES = ("resnet/*.py", "experiments/*.py", "benchmarks/*.py", "hubconf.py")
+
+
+def code_fingerprint(files: dict[str, bytes] | None = None) -> str:
+    """12 hex digits of SHA-256 over the package's and the scripts' source files (path and content, in path
+    order). A tree copied without .git (a GPU machine, a cluster node) still names its code exactly, and
+    the fingerprint of a commit's files (``git_files(commit)``) says which commit that was."""
+    if files is None:
+        files = {p.relative_to(REPO_ROOT).as_posix(): p.read_bytes()
+                 for pattern in CODE_FILES for p in REPO_ROOT.glob(pattern)}
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.encode() + b"\0" + files[path] + b"\0")
+    return h.hexdigest()[:12]
+
+
+def git_files(commit: str = "HEAD") -> dict[str, bytes]:
+    """The CODE_FILES of ``commit``, read from git: ``code_fingerprint(git_files(c))`` is commit c's."""
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+
+    paths = git("ls-tree", "-r", "--name-only", commit).decode().splitlines()
+    wanted = [p for p in paths if any(fnmatch.fnmatchcase(p, pattern) for pattern in CODE_FILES)]
+    return {p: git("show", f"{commit}:{p}") for p in wanted}
+
+
+def code_version() -> dict[str, str]:
+    """What a record says of the code that made it: the git commit ('unknown' outside a clone) and the
+    source fingerprint."""
+    return {"git_commit": git_commit(), "code_fingerprint": code_fingerprint()}
+
+
 def default_run_dir(config: RunConfig, *, root: Path | None = None) -> Path:
     """``results/runs/<arch>-<shortcut>-<recipe>-s<seed>`` (plain nets have no shortcut in the name; a
     float32 control run ends in ``-fp32``)."""
@@ -132,9 +168,14 @@ def run_finished(out: Path, config: RunConfig | None = None) -> bool:
 
 
 def summary_of(out: Path) -> dict[str, Any]:
+    """The run's summary.json; for a run killed before it wrote one, 'unfinished' when it left a
+    checkpoint, else 'missing'."""
     try:
         return read_json(Path(out) / "summary.json")
     except (OSError, ValueError):
+        if (Path(out) / "checkpoint.pt").is_file():
+            return {"status": "unfinished", "out": str(out),
+                    "message": "stopped without a summary (killed?); its checkpoint continues it"}
         return {"status": "missing", "out": str(out)}
 
 

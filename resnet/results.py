@@ -2,7 +2,7 @@
 inputs of Figure 6, Figure 7 and the confusion matrices, and the one-line label every figure carries.
 :func:`build` draws them all into figures/ (what `make figures` runs); notebooks call the same functions.
 
-    root = records_root()                    # results/ when it holds full-schedule runs, else results/quick
+    root = records_root()                    # results/ with full-schedule runs, else results/short or /quick
     runs = load_runs(root)
     table6(runs)                             # ours (mean ± std over seeds) beside the paper's
     plots.plot_degradation(degradation_curves(runs), title=label(degradation_runs(runs)))
@@ -26,7 +26,8 @@ from resnet import models, plots
 from resnet.config import RunConfig, describe_schedule, is_quick
 from resnet.records import REPO_ROOT, RESULTS_DIR, atomic_write_bytes
 
-__all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "records_root",
+__all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "markdown_table",
+           "records_root", "schedule_name", "code_label",
            "figures_dir_for", "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label",
            "seed_table", "table6", "shortcut_table", "degradation_curves", "confusion_records",
            "layer_response_records", "build", "build_augmentation", "record_label", "shown"]
@@ -42,15 +43,28 @@ FIGURES_DIR = REPO_ROOT / "figures"
 
 # ------------------------------------------------------------------------------------------ which records
 def records_root(results: Path = RESULTS_DIR) -> Path:
-    """``results`` when it holds finished full-schedule runs, else its quick records ``results/quick``."""
-    return results if any(load_runs(results).get("status", pd.Series(dtype=str)) == "finished") \
-        else results / "quick"
+    """The best records there are, for Figure 6 and Table 6: ``results`` when it holds finished
+    full-schedule runs of the paper's recipe, else ``results/short`` when that does, else ``results/quick``."""
+    for root in (results, results / "short"):
+        if not degradation_runs(load_runs(root)).empty:
+            return root
+    return results / "quick"
+
+
+def schedule_name(results_root: Path) -> str:
+    """What a records folder holds, in words: for the notebooks' and the figures' first line."""
+    name = Path(results_root).name
+    return {"short": "short-schedule runs: 2,000 iterations, 1/32 of the paper's schedule, all 50k images",
+            "quick": "quick runs: 200 iterations on a 10k subset, the machinery only"}.get(
+        name, "full-schedule runs")
 
 
 def figures_dir_for(results_root: Path) -> Path:
-    """figures/ for results/, figures/quick/ for results/quick/, <root>/figures for any other folder."""
+    """figures/ for results/, figures/short/ and figures/quick/ for results/short/ and results/quick/,
+    <root>/figures for any other folder."""
     root = Path(results_root).resolve()
-    known = {RESULTS_DIR.resolve(): FIGURES_DIR, (RESULTS_DIR / "quick").resolve(): FIGURES_DIR / "quick"}
+    known = {RESULTS_DIR.resolve(): FIGURES_DIR,
+             **{(RESULTS_DIR / s).resolve(): FIGURES_DIR / s for s in ("short", "quick")}}
     return known.get(root, root / "figures")
 
 
@@ -99,7 +113,7 @@ def shortcut_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def label(runs: pd.DataFrame) -> str:
     """The one line every figure and table carries: schedule, data and seeds, from the records themselves,
-    e.g. "64,000 iterations, batch 128, all training images · CIFAR-10 · seeds 0-2"."""
+    e.g. "64,000 iterations, batch 128, all training images · CIFAR-10 · seeds 0, 1, 2 · code 5bdf716"."""
     if runs.empty:
         return ""
     configs = [RunConfig.from_dict(c) for c in runs["config"]]
@@ -108,7 +122,21 @@ def label(runs: pd.DataFrame) -> str:
     seeds = sorted(set(runs["seed"]))
     seed_text = f"seed\u00a0{seeds[0]}" if len(seeds) == 1 else f"seeds\u00a0{', '.join(map(str, seeds))}"
     return (f"{quick}{max(set(schedules), key=schedules.count)} · "
-            f"{' / '.join(sorted(set(runs['data'])))} · {seed_text}")
+            f"{' / '.join(sorted(set(runs['data'])))} · {seed_text} · {code_label(runs)}")
+
+
+def code_label(runs: pd.DataFrame) -> str:
+    """The code that made ``runs``: commits (7 digits; '+dirty' marked '+'), else source fingerprints, as
+    "code 5bdf716" or "code f685d1ccdb5a, 0b1c2d3 and 2 more"."""
+    names = []
+    for _, run in runs.iterrows():
+        commit, fingerprint = str(run.get("git_commit") or "unknown"), run.get("code_fingerprint")
+        name = (commit[:7] + ("+" if commit.endswith("+dirty") else "") if commit != "unknown"
+                else str(fingerprint) if isinstance(fingerprint, str) else "unknown")
+        if name not in names:
+            names.append(name)
+    more = f" and {len(names) - 2} more" if len(names) > 2 else ""
+    return "code " + ", ".join(names[:2]) + more
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -198,14 +226,25 @@ def layer_response_records(results_root: Path) -> list[dict[str, Any]]:
 def record_label(record: dict[str, Any]) -> str:
     """The one-line label of a record derived from a trained run (confusion, layer responses)."""
     quick = "quick run: " if record.get("quick") else ""
-    return f"{quick}{record['schedule']} · {record['data']} · seed\u00a0{record.get('seed', 0)}"
+    commit = str(record.get("run_git_commit") or "unknown")
+    code = commit[:7] if commit != "unknown" else record.get("run_code_fingerprint") or "unknown"
+    return f"{quick}{record['schedule']} · {record['data']} · seed\u00a0{record.get('seed', 0)} · code {code}"
 
 
 # ------------------------------------------------------------------------------------------ files
+def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as a Markdown pipe table, every cell as it is printed ("70.00" stays "70.00"). Written here
+    rather than by pandas' to_markdown so that the scripts need no tabulate (a GPU machine lacks it)."""
+    def line(cells: Iterable[Any]) -> str:
+        return "| " + " | ".join("" if c is None or (isinstance(c, float) and math.isnan(c)) else str(c)
+                                 for c in cells) + " |"
+    rows = [line(df.columns), "|" + " --- |" * len(df.columns)]
+    return "\n".join(rows + [line(r) for r in df.itertuples(index=False)])
+
+
 def _write_table(df: pd.DataFrame, path: Path, title: str) -> list[Path]:
     atomic_write_bytes(path.with_suffix(".csv"), df.to_csv(index=False).encode())
-    table = df.to_markdown(index=False, disable_numparse=True)  # "70.00" stays "70.00", not 70
-    atomic_write_bytes(path.with_suffix(".md"), f"{title}\n\n{table}\n".encode())
+    atomic_write_bytes(path.with_suffix(".md"), f"{title}\n\n{markdown_table(df)}\n".encode())
     return [path.with_suffix(".md"), path.with_suffix(".csv")]
 
 

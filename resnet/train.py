@@ -36,15 +36,24 @@ from resnet import data as cifar
 from resnet import inference, models
 from resnet.config import ConfigError, RunConfig, describe_schedule, learning_rate
 from resnet.distributed import Dist
-from resnet.records import (RunFolderError, RunLock, atomic_torch_save, default_run_dir, git_commit,
+from resnet.records import (RunFolderError, RunLock, atomic_torch_save, code_version, default_run_dir,
                             holds_a_run, read_json, run_finished, write_json, write_log)
 
-__all__ = ["Diverged", "Deadline", "RunData", "RunState", "TrainStep", "CudaGraphStep", "Run", "evaluate",
-           "train", "load_data", "load_trained", "read_checkpoint", "resolve_device", "set_learning_rate"]
+__all__ = ["Diverged", "RunFailed", "Deadline", "RunData", "RunState", "TrainStep", "CudaGraphStep", "Run",
+           "evaluate", "train", "load_data", "load_trained", "read_checkpoint", "resolve_device",
+           "set_learning_rate", "keep_device_flags", "compiled", "on_device"]
 
 
 class Diverged(RuntimeError):
     """The training loss or the weights became NaN or infinite."""
+
+
+class RunFailed(RuntimeError):
+    """A run stopped by anything but divergence (out of memory, a CUDA error, a bug); its summary says
+    'failed' and its last checkpoint is kept."""
+
+
+AGREE_EVERY = 10  # iterations between the data-parallel processes' joint decisions to stop for a deadline
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,14 +126,15 @@ class RunData:
 
     @classmethod
     def prepare(cls, config: RunConfig, data: cifar.CIFAR10, device: torch.device, dist: Dist) -> RunData:
-        images, labels = data.train_images, data.train_labels
+        images, labels, test_images, test_labels = on_device(data, device)
         val = None
         if config.val_size:
             if config.val_size >= len(labels):
                 raise ConfigError(f"val_size {config.val_size} leaves no training images "
                                   f"(have {len(labels)})")
-            train_idx, val_idx = cifar.train_val_split(len(labels), val_size=config.val_size, seed=0)
-            val = (images[val_idx].to(device), labels[val_idx].to(device))
+            split = cifar.train_val_split(len(labels), val_size=config.val_size, seed=0)
+            train_idx, val_idx = (i.to(device) for i in split)
+            val = (images[val_idx], labels[val_idx])
             images, labels = images[train_idx], labels[train_idx]
         if config.train_subset:
             if config.train_subset > len(labels):
@@ -132,22 +142,34 @@ class RunData:
                                   "training images")
             # a fixed, seed-independent subset: every network of a quick sweep sees the same images
             keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(12345))
-            keep = keep[: config.train_subset].sort().values
+            keep = keep[: config.train_subset].sort().values.to(device)
             images, labels = images[keep], labels[keep]
         if len(labels) < config.batch_size:
             raise ConfigError(f"only {len(labels)} training images; a batch needs {config.batch_size}")
         if config.batch_size % dist.world_size:
             raise ConfigError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} "
                               "processes")
-        n_test = config.test_subset or len(data.test_labels)
+        n_test = config.test_subset or len(test_labels)
         # the normalisation comes from the training images only, never the test set
-        mean, std = (t.to(device) for t in cifar.normalization_stats(images, mode=config.normalization))
-        loader = cifar.TrainLoader(images.to(device), labels.to(device), batch_size=config.batch_size,
-                                   seed=config.seed, mean=mean, std=std)
+        mean, std = cifar.normalization_stats(images, mode=config.normalization)
+        loader = cifar.TrainLoader(images, labels, batch_size=config.batch_size, seed=config.seed, mean=mean,
+                                   std=std)
         total = config.iterations if config.max_epochs is None else min(config.iterations,
                                                                          config.max_epochs * len(loader))
-        test = (data.test_images[:n_test].to(device), data.test_labels[:n_test].to(device))
-        return cls(loader, mean, std, test, val, total)
+        return cls(loader, mean, std, (test_images[:n_test], test_labels[:n_test]), val, total)
+
+
+_ON_DEVICE: dict[tuple[int, str], tuple[cifar.CIFAR10, tuple[torch.Tensor, ...]]] = {}
+
+
+def on_device(data: cifar.CIFAR10, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, test images, test labels) of ``data`` on ``device``, uploaded once per
+    process: the runs of a sweep share one copy (180 MB of CIFAR-10 on a GPU) instead of one each."""
+    key = (id(data), str(device))
+    if key not in _ON_DEVICE:  # the entry keeps ``data`` alive, so its id is not reused
+        tensors = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+        _ON_DEVICE[key] = (data, tuple(t.to(device) for t in tensors))
+    return _ON_DEVICE[key][1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,16 +235,45 @@ class RunState:
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for f in dataclasses.fields(self):
             current, saved = getattr(self, f.name), checkpoint[f.name]
-            if hasattr(current, "load_state_dict"):
+            if isinstance(current, torch.optim.Optimizer):
+                current.load_state_dict(keep_device_flags(saved, current))
+            elif hasattr(current, "load_state_dict"):
                 current.load_state_dict(saved)
             elif isinstance(current, torch.Tensor):
                 current.copy_(saved)
             else:
                 setattr(self, f.name, saved)
-        for group in self.optimizer.param_groups:  # a loaded rate is a copy: back to a device tensor on CUDA
-            device = group["params"][0].device
-            group["lr"] = torch.tensor(float(group["lr"]), device=device) if device.type == "cuda" else float(
-                group["lr"])
+
+
+#: What an optimizer is built with for its device, not what it has learnt: a CPU run has float rates and
+#: the default update, a CUDA run a device-tensor rate and the fused, capturable update.
+DEVICE_FLAGS = ("lr", "fused", "foreach", "capturable", "differentiable")
+
+
+def keep_device_flags(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``saved`` (an optimizer state_dict) with ``optimizer``'s own device flags. Optimizer.load_state_dict
+    restores the saved groups whole, so a run checkpointed on the CPU and resumed on CUDA would otherwise
+    get the foreach update with a tensor rate (a host sync per step, and no capture), and a CUDA Adam
+    resumed on the CPU would stay capturable. The flags also decide where Adam's step counts go."""
+    groups = [{**{k: v for k, v in g.items() if k not in DEVICE_FLAGS},
+               **{k: mine[k] for k in DEVICE_FLAGS if k in mine}}
+              for g, mine in zip(saved["param_groups"], optimizer.param_groups)]
+    return {**saved, "param_groups": groups}
+
+
+def compiled(net: nn.Module) -> nn.Module:
+    """``torch.compile(net)``. Each architecture of a sweep recompiles ResNet.forward, and past Dynamo's
+    recompile limit (8) it would quietly run the rest eagerly, mixing compiled and eager numbers: the
+    limit is raised above the number of networks in a plan, and hitting it is an error."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 128))
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(config, name):
+            setattr(config, name, True)
+            break
+    return torch.compile(net)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -285,9 +336,10 @@ class CudaGraphStep:
         if self.graph is None:
             self.x = torch.empty_like(x, memory_format=torch.channels_last)
             self.y = torch.empty_like(y)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, stream=self.stream):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
                 self.step(self.x, self.y)
+            self.graph = graph  # only a completed capture is ever replayed
         self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()
@@ -309,18 +361,20 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, me
 
 class Run:
     """One training run of ``config``, advanced by a driver: :func:`train` for one run, resnet.sweep for
-    several at once on one GPU (each run's work goes to its own CUDA stream).
+    several at once on one GPU (each run's work goes to its own CUDA stream, ``stream`` or a new one).
 
     ``with Run(...)`` takes the run folder's lock, builds the network, resumes from the checkpoint when
     ``resume`` is set and writes config.json; :meth:`advance` trains, evaluating, logging and
-    checkpointing at their intervals; :meth:`finish` or :meth:`pause` writes the summary. ``graph``
+    checkpointing at their intervals; :meth:`finish`, :meth:`pause` or :meth:`fail` writes the summary;
+    leaving the block releases the lock and the run's model, optimizer, graph and data. ``graph``
     (default: on for CUDA in a single process) captures the step in a CUDA graph; ``compile`` wraps the
     network in torch.compile first.
     """
 
     def __init__(self, config: RunConfig, *, data: cifar.CIFAR10, out: str | os.PathLike | None = None,
                  device: str = "auto", resume: bool = False, graph: bool | None = None, compile: bool = False,
-                 checkpoint_every: int | None = None, dist: Dist | None = None) -> None:
+                 checkpoint_every: int | None = None, dist: Dist | None = None,
+                 stream: torch.cuda.Stream | None = None) -> None:
         self.config, self.data, self.resume, self.compile = config, data, resume, compile
         self.out = Path(out) if out is not None else default_run_dir(config)
         self.dist = dist or Dist()
@@ -335,7 +389,7 @@ class Run:
         self.lock = RunLock(self.out)
         self.summary: dict[str, Any] | None = None
         self._save_s = 0.0  # the slowest checkpoint so far: what a deadline must leave room for
-        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.stream = stream or (torch.cuda.Stream(self.device) if self.device.type == "cuda" else None)
 
     # -- opening and closing -------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -348,21 +402,27 @@ class Run:
         try:
             self._open()
         except BaseException:
-            self.lock.release()
+            self.close()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock and everything the run holds on its device (a sweep opens many runs)."""
         self.lock.release()
+        self.step = self.batches = self.run_data = self.state = None
 
     def _open(self) -> None:
+        self.state = None
         if self.resume and run_finished(self.out, self.config):
             self.summary = read_json(self.out / "summary.json")
             return
         self.run_data = RunData.prepare(self.config, self.data, self.device, self.dist)
         self.state = RunState.new(self.config, self.device, len(self.data.classes))
         net = self.dist.wrap(self.state.model, self.device)
-        net = torch.compile(net) if self.compile else net
+        net = compiled(net) if self.compile else net
         step = TrainStep(net, self.state.optimizer, self.state.stats, device=self.device,
                          precision=self.config.precision)
         self.step = CudaGraphStep(step, self.stream) if self.graph else step
@@ -371,7 +431,7 @@ class Run:
         self.lr = learning_rate(self.state.iteration, self.config, warmup_end=self.state.warmup_end)
         set_learning_rate(self.state.optimizer, self.lr)
         self.batches = _batches(self.run_data.loader, self.state.iteration, self.dist)
-        self.code_version = git_commit()  # the code this session runs
+        self.code_version = code_version()  # the code this session runs
         self.session_start, self.elapsed_before = time.perf_counter(), self.state.elapsed_s
         if self.dist.is_writer:
             write_json(self.out / "config.json", {"config": self.config.to_dict(), "run": _execution(self)})
@@ -389,19 +449,31 @@ class Run:
                    and self.state.checks_without_improvement > self.config.patience)
         return stopped or self.state.iteration >= self.run_data.total_iterations
 
-    def advance(self, iterations: int, *, deadline: Deadline = Deadline()) -> None:
+    def advance(self, iterations: int, *, deadline: Deadline = Deadline()) -> int:
         """Train up to ``iterations`` more iterations (fewer when the run ends or the deadline comes near),
-        evaluating and checkpointing at their intervals. Raises Diverged after writing a 'diverged'
-        summary."""
+        evaluating and checkpointing at their intervals; return how many it trained. Raises Diverged after
+        writing a 'diverged' summary."""
+        start = self.state.iteration if self.state is not None else 0
         try:
             with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
                 for _ in range(iterations):
-                    if self.done or deadline.remaining() < self.reserve_s():
+                    if self.done or self._out_of_time(deadline):
                         break
                     self._iterate()
         except Diverged as e:
             self.finish("diverged", message=str(e))
             raise
+        return (self.state.iteration - start) if self.state is not None else 0
+
+    def _out_of_time(self, deadline: Deadline) -> bool:
+        """Whether to stop for the deadline. Data-parallel processes decide together, every AGREE_EVERY
+        iterations (their deadlines differ by their start-up): one stopping alone would hang the others."""
+        if not self.dist.enabled:
+            return deadline.remaining() < self.reserve_s()
+        if self.state.iteration % AGREE_EVERY:
+            return False
+        late = torch.tensor([float(deadline.remaining() < self.reserve_s())], device=self.device)
+        return bool(self.dist.all_reduce(late).item())
 
     def _iterate(self) -> None:
         state, cfg = self.state, self.config
@@ -426,8 +498,9 @@ class Run:
             self.save_checkpoint()
 
     def reserve_s(self) -> float:
-        """Seconds to keep in hand before a deadline: a few iterations, an evaluation and a checkpoint."""
-        return 2.0 + 3 * self.state.train_s / max(1, self.state.iteration) + 2 * self._save_s
+        """Seconds to keep in hand before a deadline: some iterations, an evaluation and a checkpoint."""
+        per_iteration = self.state.train_s / max(1, self.state.iteration)
+        return 2.0 + (3 + AGREE_EVERY * self.dist.enabled) * per_iteration + 2 * self._save_s
 
     def _training_stats(self, row: int) -> tuple[float, float]:
         """(mean loss, error) of the iterations counted in ``stats[row]``, over all processes; resets it."""
@@ -442,9 +515,17 @@ class Run:
         """Wall seconds of this run over all its sessions."""
         return self.elapsed_before + time.perf_counter() - self.session_start
 
+    def wait(self) -> None:
+        """Block until the run's queued GPU work is done: the host runs many iterations ahead of its stream,
+        and whatever reads the run's tensors from outside that stream must not see a half-done step."""
+        if self.stream is not None:
+            self.stream.synchronize()
+
     def save_checkpoint(self) -> None:
-        """Write the state, from finite weights only: an update can overflow with a finite loss."""
+        """Write the state of the last queued iteration, from finite weights only (an update can overflow
+        with a finite loss)."""
         t0 = time.perf_counter()
+        self.wait()
         if not torch.stack([p.detach().float().sum()
                             for p in self.state.model.parameters()]).isfinite().all():
             raise Diverged(f"the weights became non-finite before iteration {self.state.iteration}")
@@ -460,12 +541,17 @@ class Run:
         return self.finish("unfinished", message=message or f"stopped by the time limit at iteration "
                            f"{self.state.iteration} of {self.run_data.total_iterations}")
 
+    def fail(self, error: BaseException) -> dict[str, Any]:
+        """Record that the run failed (out of memory, a capture or CUDA error, a bug): status 'failed' with
+        the message; its last checkpoint is kept, so a later sweep retries it from there."""
+        return self.finish("failed", message=f"{type(error).__name__}: {error}".strip())
+
     def finish(self, status: str = "finished", *, message: str | None = None) -> dict[str, Any]:
         """Write summary.json (and model.pt when finished) and return the summary."""
         if self.summary is not None and status == "finished":
             return self.summary
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        with contextlib.suppress(RuntimeError) if status == "failed" else contextlib.nullcontext():
+            self.wait()  # after a CUDA error the device may refuse even this
         self.summary = _summary(self, status, message)
         if self.dist.is_writer:
             if status == "finished":
@@ -518,7 +604,9 @@ def _batches(loader: cifar.TrainLoader, start: int,
 
 
 def _precision(run: Run) -> str:
-    return "bf16-autocast" if run.device.type == "cuda" and run.config.precision == "bf16" else "float32"
+    if run.device.type != "cuda":
+        return "float32"
+    return "bf16-autocast" if run.config.precision == "bf16" else "float32 (TF32 off)"
 
 
 def _execution(run: Run) -> dict[str, Any]:
@@ -557,8 +645,9 @@ def _summary(run: Run, status: str, message: str | None) -> dict[str, Any]:
         "parameters": models.count_parameters(state.model),
         "wall_time_s": round(run.elapsed_s(), 2), "train_time_s": round(state.train_s, 2),
         "images_per_s": round(state.images / state.train_s, 1) if state.train_s > 0 else None,
+        "ms_per_iteration": round(1000 * state.train_s / state.iteration, 2) if state.iteration else None,
         "device": device, "precision": _precision(run), "graph": run.graph, "world_size": run.dist.world_size,
-        "torch_version": torch.__version__, "git_commit": run.code_version,
+        "torch_version": torch.__version__, **run.code_version,
         "data": run.data.name, "data_fingerprint": run.data.fingerprint,
         "schedule": describe_schedule(cfg), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -572,23 +661,31 @@ def train(config: RunConfig, *, data: cifar.CIFAR10 | None = None, data_dir: str
           progress: bool = True, **run_options: Any) -> dict[str, Any]:
     """Train ``config`` to its end, or until ``deadline`` (``Deadline.after(seconds)``: a command's time
     limit) comes near, and return its summary: status "finished", or "unfinished" with a checkpoint that
-    ``resume=True`` continues from. Raises Diverged when the loss or the weights become non-finite.
-    ``run_options`` go to :class:`Run` (device, resume, graph, compile, checkpoint_every, dist)."""
+    ``resume=True`` continues from. Raises Diverged when the loss or the weights become non-finite, and
+    RunFailed (after writing a 'failed' summary) when anything else stops it.
+    ``run_options`` go to :class:`Run` (device, resume, graph, compile, checkpoint_every, dist, stream)."""
     data = data if data is not None else load_data(data_dir, download=download)
     with Run(config, data=data, out=out, **run_options) as run:
         if run.done:
             return run.finish()
         bar = _progress_bar(run) if progress and run.dist.is_writer else None
         try:
-            while not run.done and deadline.remaining() > run.reserve_s():
-                before = run.state.iteration
-                run.advance(100, deadline=deadline)
+            while not run.done:
+                trained = run.advance(100, deadline=deadline)
                 if bar is not None:
-                    bar.update(run.state.iteration - before)
+                    bar.update(trained)
+                if not trained:
+                    break  # the deadline is near
         except KeyboardInterrupt:
             run.finish("unfinished",
                        message="interrupted by the user; --resume continues from the last checkpoint")
             raise
+        except (Diverged, ConfigError, RunFolderError):
+            raise
+        except Exception as e:
+            summary = run.fail(e)
+            raise RunFailed(f"the run in {run.out} failed: {summary['message']}. Its last checkpoint is "
+                            f"kept; --resume retries it from there") from e
         finally:
             if bar is not None:
                 bar.close()

@@ -73,3 +73,34 @@ def test_runs_at_once_on_one_gpu_match_runs_alone(cifar_data, tmp_path):
     assert [s["status"] for s in summaries] == ["finished"] * 3
     engine.train(config(seed=2), data=cifar_data, out=tmp_path / "alone", progress=False)
     assert_same_curve(tmp_path / "together" / "s2", tmp_path / "alone")
+
+
+def test_a_paused_graph_runs_checkpoint_holds_exactly_that_iterations_weights(cifar_data, tmp_path):
+    """The host runs many iterations ahead of the run's stream: a checkpoint must wait for them, or it mixes
+    weights, momentum and BN statistics of different iterations under one iteration number."""
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "paused") as run:
+        run.advance(37)
+        run.pause()
+    saved = torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=False)["state"]
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "straight", checkpoint_every=10_000) as run:
+        run.advance(37)
+        run.wait()
+        weights = {k: v.cpu() for k, v in run.state.model.state_dict().items()}
+    assert saved["iteration"] == 37
+    for name, value in weights.items():
+        assert torch.equal(saved["model"][name], value), name
+
+
+def test_a_cpu_checkpoint_resumes_into_a_graph_run(cifar_data, tmp_path):
+    """A run checkpointed on the CPU and resumed on CUDA gets CUDA's fused, capturable update back."""
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "run", device="cpu") as run:
+        run.advance(10)
+        run.pause()
+    summary = engine.train(config(), data=cifar_data, out=tmp_path / "run", resume=True, graph=True,
+                           progress=False)
+    assert summary["status"] == "finished" and summary["graph"] is True
+
+
+def test_the_float32_control_runs_without_tf32(cifar_data, tmp_path):
+    summary = engine.train(config(precision="fp32"), data=cifar_data, out=tmp_path / "fp32", progress=False)
+    assert summary["precision"] == "float32 (TF32 off)" and torch.backends.cudnn.allow_tf32

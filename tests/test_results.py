@@ -8,6 +8,7 @@ iterations on the synthetic `cifar_root` data into <tmp>/results/runs/, where th
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -69,9 +70,11 @@ def test_load_runs_and_the_one_line_label(trained):
     assert sorted(runs["run"]) == ["plain20-paper-s0", "resnet20-A-paper-s0", "resnet20-A-paper-s1",
                                    "resnet20-B-paper-s0"]
     assert list(runs.sort_values("run")["residual"]) == [False, True, True, True]
-    text = results.label(results.degradation_runs(runs))
-    assert text == ("4 iterations, batch 32, all training images, first 64 test images · "
-                    f"{runs['data'][0]} · seeds\u00a00, 1")
+    text, code = results.label(results.degradation_runs(runs)).rsplit(" · ", 1)
+    assert text == ("4 iterations (1/16000 of the paper's schedule), batch 32, all training images, first 64 "
+                    f"test images · {runs['data'][0]} · seeds\u00a00, 1")
+    # the commit (+ when the tree differed from it), or in a tree without git the sources' fingerprint
+    assert re.fullmatch(r"code ([0-9a-f]{7}\+?|[0-9a-f]{12})", code), code
 
 
 def test_table6_is_the_summaries_mean_and_std_over_seeds(trained):

@@ -425,6 +425,34 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     dist.close()
 
 
+def _ddp_deadline_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    from resnet.distributed import Dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist = Dist(rank=rank, world_size=world, local_rank=rank)
+    with engine.Run(tiny(iterations=40, eval_every=20), data=engine.load_data(root), out=out, device="cpu",
+                    dist=dist) as run:
+        run.advance(12)  # iteration 12; the next joint decision falls at iteration 20
+        # rank 1's time is up, rank 0's is not: alone, rank 1 would stop and rank 0 would wait forever
+        late = engine.Deadline(time.time() - 1) if rank == 1 else engine.Deadline()
+        trained = run.advance(28, deadline=late)
+        (Path(out) / f"rank{rank}.stopped").write_text(f"{run.state.iteration} {trained}")
+        run.pause()
+    dist.close()
+
+
+def test_data_parallel_processes_stop_for_a_deadline_together(cifar_root, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_deadline_worker, args=(2, port, str(cifar_root), str(tmp_path)),
+                                nprocs=2)
+    stopped = [(tmp_path / f"rank{r}.stopped").read_text() for r in (0, 1)]
+    assert stopped == ["20 8", "20 8"]
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "unfinished"
+
+
 def test_two_gloo_processes_agree_on_weights(cifar_root, cifar_data, tmp_path):
     import socket
     with socket.socket() as s:

@@ -1,0 +1,173 @@
+"""Moving runs between machines: pack a results folder's runs into archives of at most 16 MB each, and
+unpack such archives into another results folder without ever losing a finished run.
+
+    pack(jobs, "slice.tar")              # slice.tar (and slice.part2.tar, ... when one would be too large)
+    unpack(["slice.tar"], jobs)          # merges them into the jobs' run folders; returns what it did
+
+An archive holds, for every run of ``jobs`` that has records: config.json, log.csv and summary.json; the
+model.pt of a finished run whose weights are published (resnet.pretrained.PUBLISHED); and, within a size
+budget, the checkpoint.pt of unfinished runs, the most advanced first, so that another machine continues
+them. Unpacking takes a run only when its config is the one the plan (``jobs``) asks for in that folder,
+never replaces a finished run, and replaces an unfinished one only by a run that got further.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet.records import RunFolderError, RunLock, atomic_write_bytes, code_version, summary_of
+
+__all__ = ["ARCHIVE_LIMIT", "RECORDS", "pack", "unpack", "Unpacked"]
+
+ARCHIVE_LIMIT = 15 * 2**20  # bytes per archive: under the 16 MiB a file may have on its way back
+RECORDS = ("config.json", "log.csv", "summary.json")
+MANIFEST = "MANIFEST.json"
+_TAR_OVERHEAD = 2048  # a member's header and padding, and the end-of-archive blocks, bounded
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """What unpack did with one run of an archive: 'added', 'replaced' (an unfinished run by one that got
+    further) or 'kept' (what was here is finished or further), 'rejected' (not the plan's run, or being
+    trained here), with a reason."""
+
+    run: str
+    action: str
+    reason: str
+
+
+def _members(job: Any, published: Sequence[str], with_checkpoint: bool) -> list[Path]:
+    names = list(RECORDS)
+    if job.out.name in published:
+        names.append("model.pt")
+    if with_checkpoint:
+        names.append("checkpoint.pt")
+    return [job.out / n for n in names if (job.out / n).is_file()]
+
+
+def pack(jobs: Sequence[Any], dest: str | Path, *, published: Sequence[str] = (),
+         checkpoint_mb: float = 64) -> list[Path]:
+    """Write the runs of ``jobs`` into ``dest`` (a .tar), split into several archives of at most
+    ARCHIVE_LIMIT bytes when needed; return the archives written. ``checkpoint_mb`` bounds the total size
+    of the unfinished runs' checkpoints taken."""
+    dest = Path(dest)
+    held = [job for job in jobs
+            if (job.out / "summary.json").is_file() or (job.out / "config.json").is_file()]
+    unfinished = sorted((j for j in held if summary_of(j.out).get("status") != "finished"
+                         and (j.out / "checkpoint.pt").is_file()),
+                        key=lambda j: -summary_of(j.out).get("iterations_done", 0))
+    budget, with_checkpoint = checkpoint_mb * 2**20, set()
+    for job in unfinished:
+        size = (job.out / "checkpoint.pt").stat().st_size
+        if size <= budget:
+            with_checkpoint.add(job.out)
+            budget -= size
+    groups: list[list[Path]] = [[]]
+    used = 0
+    for job in held:
+        files = _members(job, published, job.out in with_checkpoint)
+        size = sum(f.stat().st_size + _TAR_OVERHEAD for f in files)
+        if size > ARCHIVE_LIMIT - 64 * 1024:
+            raise RunFolderError(f"{job.out.name}'s files take {size / 2**20:.1f} MB, more than one archive "
+                                 f"may hold ({ARCHIVE_LIMIT / 2**20:.0f} MB); pack it with a smaller "
+                                 f"--checkpoint-mb")
+        if used + size > ARCHIVE_LIMIT - 64 * 1024 and groups[-1]:
+            groups.append([])
+            used = 0
+        groups[-1].extend(files)
+        used += size
+    written = []
+    for i, files in enumerate(groups, 1):
+        path = dest if i == 1 else dest.with_name(f"{dest.stem}.part{i}{dest.suffix}")
+        manifest = {"format": "resnet-runs/1", "made_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    **code_version(), "part": i, "parts": len(groups),
+                    "runs": sorted({f.parent.name for f in files})}
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            _add_bytes(tar, MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+            for f in files:
+                tar.add(f, arcname=f"{f.parent.name}/{f.name}", recursive=False)
+        atomic_write_bytes(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(payload), int(time.time())
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def _read_runs(archive: Path) -> dict[str, dict[str, bytes]]:
+    """{run folder name: {file name: bytes}} of an archive, refusing anything but the files pack writes."""
+    allowed = {*RECORDS, "model.pt", "checkpoint.pt"}
+    runs: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar.getmembers():
+                if member.name == MANIFEST:
+                    continue
+                run, _, name = member.name.partition("/")
+                if not member.isfile() or name not in allowed or "/" in name or run in ("", ".", ".."):
+                    raise RunFolderError(f"{archive} holds {member.name!r}, which no pack writes; it was not "
+                                         f"unpacked")
+                runs.setdefault(run, {})[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError) as e:
+        raise RunFolderError(f"cannot read {archive} as a pack of runs ({e}); nothing was unpacked") from None
+    return runs
+
+
+def _status(summary: dict[str, Any]) -> tuple[bool, int]:
+    return summary.get("status") == "finished", int(summary.get("iterations_done") or 0)
+
+
+def unpack(archives: Sequence[str | Path], jobs: Sequence[Any]) -> list[Unpacked]:
+    """Merge ``archives`` into the run folders of ``jobs`` (the plan); see the module docstring."""
+    plan = {job.out.name: job for job in jobs}
+    done: list[Unpacked] = []
+    for archive in archives:
+        for name, files in sorted(_read_runs(Path(archive)).items()):
+            done.append(_merge(name, files, plan.get(name)))
+    return done
+
+
+def _merge(name: str, files: dict[str, bytes], job: Any) -> Unpacked:
+    if job is None:
+        return Unpacked(name, "rejected", "not a run of this plan (check --quick, --short and --results)")
+    try:
+        config = json.loads(files["config.json"])["config"]
+        incoming = json.loads(files["summary.json"]) if "summary.json" in files else {}
+    except (KeyError, ValueError):
+        return Unpacked(name, "rejected", "its config.json is missing or unreadable")
+    if config != job.config.to_dict():
+        return Unpacked(name, "rejected", "its config differs from the plan's for this run")
+    finished, got = _status(incoming)
+    if not finished and "checkpoint.pt" not in files:
+        return Unpacked(name, "rejected", "unfinished and packed without its checkpoint: nothing to continue")
+    here = summary_of(job.out)
+    here_finished, here_got = _status(here)
+    if here_finished or (here["status"] != "missing" and not finished and here_got >= got):
+        return Unpacked(name, "kept", f"the run here is {here['status']} at iteration {here_got:,}")
+    lock = RunLock(job.out)
+    try:
+        lock.acquire()
+    except RunFolderError as e:
+        return Unpacked(name, "rejected", str(e))
+    try:
+        for stale in ("checkpoint.pt", "model.pt", *RECORDS):
+            if stale not in files:
+                (job.out / stale).unlink(missing_ok=True)
+        for file_name in sorted(files, key=lambda n: n == "summary.json"):  # the summary last
+            atomic_write_bytes(job.out / file_name, files[file_name])
+    finally:
+        lock.release()
+    action = "added" if here["status"] == "missing" else "replaced"
+    state = "finished" if finished else f"unfinished at iteration {got:,}"
+    return Unpacked(name, action, state if action == "added" else f"{state}, was {here['status']}")

@@ -1,0 +1,125 @@
+"""The sequence a lent GPU slice runs, rehearsed on the CPU at a few iterations per run: the repository
+copied without .git and without installing anything, CIFAR-10 arriving in two parts, training stopped by
+its time limit mid-run, packed, continued, packed again, a second machine's shard, everything unpacked
+into a fresh copy, and the figures drawn there naming the runs' data and code.
+
+Every command is a real process started from the copied tree, as on the GPU machine (python3 there has no
+`resnet` installed: the scripts find the package beside themselves)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cifar_fixture import BATCHES_DIR, write_cifar10
+from resnet import records
+
+REPO = Path(__file__).resolve().parent.parent
+COPIED = ("resnet", "experiments", "benchmarks", "tests", "hubconf.py", "pyproject.toml")
+PART_1 = ("data_batch_1", "data_batch_2", "data_batch_3", "batches.meta")
+PLAIN20, RESNET20 = "1/55", "5/55"  # the plan's 1st run (plain-20, seed 0) and its 5th (ResNet-20, seed 0)
+
+
+def copy_tree(dest: Path) -> Path:
+    """The working tree as the GPU machine receives it: the files, no .git, no virtual environment."""
+    dest.mkdir()
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def command(tree: Path, script: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python3 experiments/<script>.py ...`` in ``tree``, with an environment that points at nothing
+    of this checkout (no PYTHONPATH, no CIFAR10_ROOT), one torch thread."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, f"experiments/{script}.py", *map(str, args)], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def summary(results: Path, run: str) -> dict:
+    return json.loads((results / "runs" / run / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
+    tree = copy_tree(tmp_path / "tree")
+    assert not (tree / ".git").exists()
+    full = write_cifar10(tmp_path / "cifar", n_train_per_batch=200, n_test=200, seed=0) / BATCHES_DIR
+    data = tree / "data" / BATCHES_DIR
+    data.mkdir(parents=True)
+    for name in PART_1:  # the first call brings the first part of the data
+        shutil.copy2(full / name, data / name)
+    results, out = tmp_path / "r", tmp_path / "out"
+    out.mkdir()
+    train = ["--results", results, "--rehearse", 60, "--device", "cpu"]
+
+    # with one part of the data, a clear message and nothing trained
+    first = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 30)
+    assert first.returncode == 2 and "data_batch_4" in first.stderr and "Traceback" not in first.stderr
+    assert not (results / "runs").exists()
+
+    for name in os.listdir(full):  # the second call brings the rest
+        shutil.copy2(full / name, data / name)
+    # the time limit stops the run mid-way; the last lines say where it is and how to continue
+    second = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 12)
+    assert second.returncode == 0, second.stderr
+    last = second.stderr.strip().splitlines()
+    assert last[-1] == ("sweep: 0 of 1 runs finished; to continue the others (failed ones are retried): "
+                        "python3 experiments/replicate.py " + " ".join(map(str, train))
+                        + f" --shard {PLAIN20} --time-limit 12")
+    assert "plain20-paper-s0" in last[-2] and "unfinished" in last[-2] and "ms/it" in last[-2]
+    paused = summary(results, "plain20-paper-s0")
+    assert paused["status"] == "unfinished" and paused["iterations_done"] < 60
+    # a copied tree has no commit, but its records name the code by the fingerprint of its sources
+    assert paused["git_commit"] == "unknown" and paused["code_fingerprint"] == records.code_fingerprint()
+
+    packed = command(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "a.tar")
+    assert packed.returncode == 0, packed.stderr
+    with tarfile.open(out / "a.tar") as tar:
+        assert "plain20-paper-s0/checkpoint.pt" in tar.getnames()
+
+    # the same command again continues from the folder left on disk, and finishes
+    third = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 240)
+    assert third.returncode == 0 and third.stderr.strip().endswith("sweep: 1 of 1 runs finished"), third.stderr
+    assert summary(results, "plain20-paper-s0")["iterations_done"] == 60
+    assert command(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "b.tar").returncode == 0
+
+    # a second machine trains another shard of the same plan
+    other = tmp_path / "r2"
+    train_other = ["--results", other, "--rehearse", 60, "--device", "cpu", "--shard", RESNET20]
+    assert command(tree, "replicate", *train_other).returncode == 0
+    assert command(tree, "replicate", *train_other, "--pack", out / "c.tar").returncode == 0
+
+    # everything lands in a fresh copy: the finished runs win, the plan's configs only
+    fresh = copy_tree(tmp_path / "fresh")
+    into = ["--results", fresh / "results", "--rehearse", 60]
+    merged = command(fresh, "replicate", *into, "--unpack", out / "a.tar")
+    assert merged.returncode == 0 and "unpack: 1 added, 0 replaced" in merged.stdout, merged.stdout
+    merged = command(fresh, "replicate", *into, "--unpack", out / "b.tar", out / "c.tar")
+    assert "unpack: 1 added, 1 replaced, 0 kept, 0 rejected" in merged.stdout, merged.stdout
+    again = command(fresh, "replicate", *into, "--unpack", out / "a.tar")
+    assert "unpack: 0 added, 0 replaced, 1 kept, 0 rejected" in again.stdout, again.stdout
+    assert summary(fresh / "results", "plain20-paper-s0")["status"] == "finished"
+    assert not (fresh / "results" / "runs" / "plain20-paper-s0" / "checkpoint.pt").exists()
+    wrong = command(fresh, "replicate", "--results", fresh / "results", "--rehearse", 30, "--unpack",
+                    out / "b.tar")
+    assert "0 added, 0 replaced, 0 kept, 1 rejected" in wrong.stdout  # another plan's config
+
+    # the figures, drawn in the fresh copy from its results/, name the runs' data and code
+    figures = command(fresh, "make_figures")
+    assert figures.returncode == 0, figures.stderr
+    table = (fresh / "figures" / "table6.md").read_text()
+    assert "CIFAR-10 (modified copy" in table and f"code {records.code_fingerprint()}" in table
+    assert (fresh / "figures" / "fig6_degradation.png").stat().st_size > 10_000
