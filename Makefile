@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-JOBS   ?= 1
 
 .PHONY: setup test figures reproduce benchmarks clean-venv
 

@@ -1,4 +1,4 @@
-"""Augmented training batches per second: resnet.data.TrainLoader against torchvision's per-sample
+"""Augmented training batches per second: resnet.loader.TrainLoader against torchvision's per-sample
 pipeline, measured side by side in the same run on the same uint8 images.
 
     python benchmarks/data_throughput.py [--data-dir DIR] [--epochs 1] [--device cpu]
@@ -24,36 +24,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from resnet import data as cifar  # noqa: E402
+from reference import PerSampleCIFAR10, augmenting_transform  # noqa: E402  (the reference, beside this file)
+from resnet import cifar10  # noqa: E402
+from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
 
 
-class PerSampleCIFAR10(torch.utils.data.Dataset):
-    """torchvision.datasets.CIFAR10's __getitem__ over in-memory arrays (HWC uint8, as it stores them)."""
-
-    def __init__(self, images_hwc: np.ndarray, labels: np.ndarray, transform):
-        self.data, self.targets, self.transform = images_hwc, labels.tolist(), transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        img, target = self.data[index], self.targets[index]
-        img = Image.fromarray(img)
-        return self.transform(img), target
-
-
-def reference_loader(data: cifar.CIFAR10, *, batch_size: int, workers: int, mean, std):
-    import torchvision.transforms as T
-
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(mean.flatten().tolist(), std.flatten().tolist())])
+def reference_loader(data: cifar10.CIFAR10, *, batch_size: int, workers: int, mean, std):
+    transform = augmenting_transform(mean.flatten().tolist(), std.flatten().tolist())
     ds = PerSampleCIFAR10(data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels.numpy(), transform)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        drop_last=True, generator=torch.Generator().manual_seed(0))
@@ -89,23 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="where our loader keeps the data (default cpu)")
     args = ap.parse_args(argv)
 
-    root = cifar.resolve_data_dir(args.data_dir)
+    root = cifar10.resolve_data_dir(args.data_dir)
     try:
         t0 = time.perf_counter()
-        data = cifar.load_cifar10(root, download=args.download)
+        data = cifar10.load_cifar10(root, download=args.download)
         load_s = time.perf_counter() - t0
-    except cifar.DataError as e:
+    except cifar10.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = torch.device(args.device)
     print(f"data: {len(data.train_labels)} training images from {data.root}, fingerprint {data.fingerprint}, "
           f"loaded in {load_s:.2f} s")
     # per-channel statistics for both pipelines: torchvision's Normalize takes no per-pixel mean
-    mean, std = cifar.normalization_stats(data.train_images, mode="channel")
+    mean, std = normalization_stats(data.train_images, mode="channel")
 
     images = data.train_images.to(device)
     labels = data.train_labels.to(device)
-    ours = cifar.TrainLoader(images, labels, batch_size=args.batch_size, seed=0, mean=mean, std=std)
+    ours = TrainLoader(images, labels, batch_size=args.batch_size, seed=0, mean=mean, std=std)
     next(iter(ours))  # warm-up: first-call allocations
     ours_s, ours_n = time_epochs(lambda e: ours.epoch(e), args.epochs, device)
 
@@ -131,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(record))
     # the record beside the other benchmarks' (atomically: a crash never leaves half a file)
-    from resnet.train import write_json
+    from resnet.records import write_json
     write_json(Path(__file__).resolve().parent / "results" / f"data_throughput_{device.type}.json", record)
     return 0
 

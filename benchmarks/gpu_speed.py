@@ -23,7 +23,6 @@ benchmarks/results/gpu on CUDA, benchmarks/results/cpu_smoke on the CPU) with th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import sys
 import tempfile
@@ -36,10 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from resnet import cli, models  # noqa: E402
-from resnet.config import FIGURE6_ARCHS, RunConfig, paper_config, scaled_schedule  # noqa: E402
-from resnet.records import atomic_write_bytes, git_commit, write_json  # noqa: E402
+from resnet.cifar10 import load_data  # noqa: E402
+from resnet.config import FIGURE6_ARCHS, Execution, RunConfig, paper_config, resolve_device, scaled_schedule  # noqa: E402
+from resnet.records import atomic_write_bytes, code_version, write_json  # noqa: E402
 from resnet.sweep import Job, allow_concurrent_streams, run_sweep  # noqa: E402
-from resnet.train import Deadline, Run, load_data, resolve_device  # noqa: E402
+from resnet.train import Run  # noqa: E402
 
 TARGET_S = {"resnet20": 60, "resnet56": 180, "resnet110": 360}
 TARGET_SET_S = 15 * 60
@@ -58,21 +58,23 @@ def ms_per_iteration(arch: str, data, device: torch.device, *, runs: int, graph:
     # the timed iterations fall before the first evaluation (every 500); the steady state, so without
     # ResNet-110's warm-up, whose training-error check every 20 iterations waits for the GPU
     cfg = paper_config(arch, warmup_lr=None)
-    with contextlib.ExitStack() as stack:
-        active = [stack.enter_context(Run(cfg.replace(seed=s), data=data,
-                                          out=tmp / f"{arch}-{runs}-{graph}-{s}",
-                                          device=str(device), graph=graph, compile=compile))
-                  for s in range(runs)]
+    execution = Execution(device=str(device), graph=graph, compile=compile)
+    active = [Run(cfg.replace(seed=s), data=data, out=tmp / f"{arch}-{runs}-{graph}-{s}", execution=execution)
+              for s in range(runs)]
+    try:
         for run in active:
             run.advance(warmup)
         _sync(device)
         t0 = time.perf_counter()
+        done = 0
         for _ in range(0, iterations, 25):
             for run in active:
-                run.advance(min(25, iterations))
+                done += run.advance(min(25, iterations))
         _sync(device)
-        done = sum(run.state.iteration for run in active) - runs * warmup
         return 1000 * (time.perf_counter() - t0) / done
+    finally:
+        for run in active:
+            run.close()
 
 
 def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: bool, tmp: Path,
@@ -81,17 +83,16 @@ def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: 
     configs = [paper_config(a, **scaled_schedule(iterations), eval_every=min(500, iterations)) for a in archs]
     jobs = [Job(c, tmp / "set" / c.arch) for c in configs]
     t0 = time.perf_counter()
-    summaries = run_sweep(jobs, data=data, data_dir=data_dir, device=str(device), at_once=len(jobs),
-                          compile=compile, progress=False, deadline=Deadline())
+    execution = Execution(device=str(device), at_once=len(jobs), compile=compile, progress=False)
+    summaries = run_sweep(jobs, execution, data=data, data_dir=data_dir)
     wall = time.perf_counter() - t0
-    bad = [s for s in summaries if s.get("status") != "finished"]
+    bad = [s for s in summaries if s.status != "finished"]
     if bad:
-        raise RuntimeError(f"the Figure 6 set did not finish: {bad[0].get('status')}: "
-                           f"{bad[0].get('message')}")
+        raise RuntimeError(f"the Figure 6 set did not finish: {bad[0].status}: {bad[0].message}")
     return {"iterations": iterations, "wall_s": round(wall, 1),
             "full_schedule_s": round(wall * FULL / iterations, 1),
             "extrapolated": iterations != FULL, "target_s": TARGET_SET_S,
-            "test_errors": {s["arch"]: s["final_test_error"] for s in summaries}}
+            "test_errors": {s.arch: s.final_test_error for s in summaries}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                               compile=args.compile, tmp=Path(tmp), data_dir=args.data_dir)
     record = {"device": torch.cuda.get_device_name(device) if graph else "cpu",
               "torch_version": torch.__version__,
-              "git_commit": git_commit(), "data": data.name, "data_fingerprint": data.fingerprint,
+              **code_version(), "data": data.name, "data_fingerprint": data.fingerprint,
               "compile": args.compile, "warmup": args.warmup, "iterations": args.iterations, "networks": rows,
               "figure6_set": the_set,
               "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])}

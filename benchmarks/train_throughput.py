@@ -52,15 +52,13 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from data_throughput import PerSampleCIFAR10  # noqa: E402  (the reference Dataset, defined once)
-
-from resnet import cli, models  # noqa: E402
-from resnet import data as cifar  # noqa: E402
-from resnet.config import paper_config  # noqa: E402
+from reference import PerSampleCIFAR10, augmenting_transform  # noqa: E402  (the reference, beside this file)
+from resnet import cifar10, cli, models  # noqa: E402
+from resnet.config import Execution, paper_config, resolve_device  # noqa: E402
+from resnet.loader import normalization_stats  # noqa: E402
 from resnet.records import git_commit, write_json  # noqa: E402
-from resnet.train import Run, resolve_device  # noqa: E402
+from resnet.train import Run  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BATCH_SIZE = 128
@@ -76,17 +74,17 @@ class Ours:
 
     name = "ours"
 
-    def __init__(self, arch: str, data: cifar.CIFAR10, device: str, seed: int, out: Path) -> None:
+    def __init__(self, arch: str, data: cifar10.CIFAR10, device: str, seed: int, out: Path) -> None:
         # the schedule is never reached: the lr stays 0.1 and no evaluation falls in the timed iterations
         cfg = paper_config(arch, batch_size=BATCH_SIZE, seed=seed)
-        self.training = Run(cfg, data=data, out=out, device=device).__enter__()
+        self.training = Run(cfg, data=data, out=out, execution=Execution(device=device))
         self.device = self.training.device
 
     def run(self, n: int) -> None:
         self.training.advance(n)
 
     def close(self) -> None:
-        self.training.__exit__(None, None, None)
+        self.training.close()
 
 
 class Reference:
@@ -94,12 +92,10 @@ class Reference:
 
     name = "reference"
 
-    def __init__(self, arch: str, data: cifar.CIFAR10, device: torch.device, seed: int, workers: int) -> None:
-        import torchvision.transforms as T
-
-        mean, std = cifar.normalization_stats(data.train_images, mode="channel")
-        transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                               T.Normalize(mean.flatten().tolist(), std.flatten().tolist())])
+    def __init__(self, arch: str, data: cifar10.CIFAR10, device: torch.device, seed: int,
+                 workers: int) -> None:
+        mean, std = normalization_stats(data.train_images, mode="channel")
+        transform = augmenting_transform(mean.flatten().tolist(), std.flatten().tolist())
         ds = PerSampleCIFAR10(data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels.numpy(),
                               transform)
         self.loader = torch.utils.data.DataLoader(
@@ -184,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)  # ConfigError (exit 2) when cuda is asked for but absent
     t0 = time.perf_counter()
-    data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir),
+    data = cifar10.load_cifar10(cifar10.resolve_data_dir(args.data_dir),
                               download=args.download)  # DataError: exit 2
     load_s = time.perf_counter() - t0
     n_batches = len(data.train_labels) // BATCH_SIZE

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copi
 from resnet import analysis, cli, models, results  # noqa: E402
 from resnet.config import RECIPES, ConfigError, RunConfig  # noqa: E402
 from resnet.records import write_json  # noqa: E402
-from resnet.train import load_data  # noqa: E402
+from resnet.cifar10 import load_data  # noqa: E402
 
 
 def network(text: str) -> RunConfig:
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data_dir, download=args.download)  # checked before any run starts
     cli.run_jobs(jobs, args, data=data)
     root = cli.results_root(args)
-    for job, summary, model, saved in cli.finished_networks(jobs, purpose="no confusion matrix"):
-        record = analysis.confusion_record(model, saved, data, run_dir=job.out, summary=summary)
+    for job, model, norm in cli.finished_networks(jobs, purpose="no confusion matrix"):
+        record = analysis.confusion_record(model, norm, data, folder=job.folder)
         write_json(root / "confusion" / f"{job.out.name}.json", record)
         print(f"{job.out.name}: test error {record['test_error']:.2%} (the run's summary: "
-              f"{summary['final_test_error']:.2%}); per-class accuracy:")
+              f"{record['final_test_error']:.2%}); per-class accuracy:")
         for name, acc in record["per_class_accuracy"].items():
             print(f"  {name:>10s}  {acc:.1%}")
     results.build(root, only=("confusion",))

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copi
 
 from resnet import analysis, cli, results  # noqa: E402
 from resnet.config import ConfigError, paper_config  # noqa: E402
-from resnet.records import git_commit, write_json  # noqa: E402
-from resnet.train import load_data  # noqa: E402
+from resnet.records import code_version, write_json  # noqa: E402
+from resnet.cifar10 import load_data  # noqa: E402
 
 ARCHS = ("plain20", "plain56", "resnet20", "resnet56")
 
@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data_dir, download=args.download)  # checked before any run starts
     cli.run_jobs(jobs, args, data=data)
     records = []
-    for job, summary, model, saved in cli.finished_networks(jobs, purpose="left out of Figure 7"):
-        records.append(analysis.responses_record(model, saved, data, run_dir=job.out, summary=summary))
+    for job, model, norm in cli.finished_networks(jobs, purpose="left out of Figure 7"):
+        records.append(analysis.responses_record(model, norm, data, folder=job.folder))
         print(f"{job.out.name}: {len(records[-1]['stds'])} layers, mean std "
               f"{sum(records[-1]['stds']) / len(records[-1]['stds']):.3f}")
     root = cli.results_root(args)
-    write_json(root / "layer_responses.json", {"runs": records, "git_commit": git_commit()})
+    write_json(root / "layer_responses.json", {"runs": records, **code_version()})
     results.build(root, only=("layer_responses",))
     return 0
 

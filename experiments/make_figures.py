@@ -4,8 +4,9 @@
     python experiments/make_figures.py      # figures/ from results/, figures/short/ and figures/quick/ too
 
 Full-schedule records (results/runs/...) draw figures/; short-schedule runs (results/short/...) draw
-figures/short/ and quick runs (results/quick/...) figures/quick/, and every title and table says which schedule, data and seeds its numbers come from. A figure whose runs
-are missing is skipped with a one-line note. figures/augmentation.png is drawn from the data itself, when
+figures/short/ and quick runs (results/quick/...) figures/quick/, and every title and table says which
+schedule, data, seeds and code its numbers come from. A figure whose runs are missing is skipped with a
+one-line note. figures/augmentation.png is drawn from the data itself, when
 CIFAR-10 is here (--data-dir, $CIFAR10_ROOT or data/), and skipped otherwise. The functions behind every
 figure and table are in resnet.results.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
 
 from resnet import cli, results  # noqa: E402
-from resnet import data as cifar  # noqa: E402
+from resnet import cifar10  # noqa: E402
 from resnet.records import RESULTS_DIR  # noqa: E402
 
 
@@ -32,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 for the augmentation figure (optional)")
     args = parser.parse_args(argv)
     for root in args.results or [RESULTS_DIR, RESULTS_DIR / "short", RESULTS_DIR / "quick"]:
-        print(f"== {results.shown(root)} -> {results.shown(results.figures_dir_for(root))}")
+        print(f"== {results.display_path(root)} -> {results.display_path(results.figures_dir_for(root))}")
         results.build(root)
     if args.results is None:
         try:
-            data = cifar.load_cifar10(cifar.resolve_data_dir(args.data_dir))
-        except cifar.DataError:
+            data = cifar10.load_cifar10(cifar10.resolve_data_dir(args.data_dir))
+        except cifar10.DataError:
             data = None
         results.build_augmentation(data)
     return 0

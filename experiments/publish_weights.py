@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
 
 from resnet import cli, pretrained  # noqa: E402
-from resnet.records import RESULTS_DIR, run_finished  # noqa: E402
-from resnet.results import shown  # noqa: E402
+from resnet.records import RESULTS_DIR, RunFolder  # noqa: E402
+from resnet.results import display_path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in pretrained.PUBLISHED:
         run_dir = Path(args.runs) / name
-        if not run_finished(run_dir):
+        if not RunFolder(run_dir).finished():
             print(f"{name}: not finished under {args.runs}; skipped")
             continue
         path = pretrained.publish(run_dir)
-        print(f"{name}: {shown(path)} ({path.stat().st_size / 1e6:.2f} MB)")
+        print(f"{name}: {display_path(path)} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 

@@ -28,7 +28,6 @@ from resnet import cli, models, results, transfer  # noqa: E402
 from resnet.config import FIGURE6_ARCHS, SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
 from resnet.config import paper_config, scaled_schedule, tutorial_config  # noqa: E402
 from resnet.pretrained import PUBLISHED  # noqa: E402
-from resnet.records import summary_of  # noqa: E402
 from resnet.sweep import Job  # noqa: E402
 
 
@@ -106,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs = jobs[k - 1::n]
     if args.list:
         for i, job in enumerate(jobs, 1):
-            summary = summary_of(job.out)
-            done = f"{summary.get('iterations_done', 0):,} of {summary.get('iterations_planned', 0):,}"
-            print(f"{i:3d}. {job.out.name:<28s} {summary['status']:<10s} "
-                  f"{done if 'iterations_done' in summary else ''}")
+            summary = job.folder.report()
+            done = (f"{summary.iterations_done:,} of {summary.iterations_planned:,}"
+                    if summary.iterations_planned else "")
+            print(f"{i:3d}. {job.out.name:<28s} {summary.status:<10s} {done}")
         return 0
     if args.pack is not None:
         return pack(jobs, args)

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copi
 from resnet import cli, models  # noqa: E402
 from resnet.config import RECIPES, ConfigError, RunConfig, on_schedule, scaled_schedule, schedule_of  # noqa: E402
 from resnet.distributed import Dist  # noqa: E402
-from resnet.records import default_run_dir  # noqa: E402
-from resnet.train import Deadline, load_data, train  # noqa: E402
+from resnet.records import Summary, default_run_dir  # noqa: E402
+from resnet.cifar10 import load_data  # noqa: E402
+from resnet.train import train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,7 +83,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    deadline = Deadline.after(args.time_limit)
+    execution = cli.execution(args)  # validated here: a bad --device or --time-limit fails before any work
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg, dist = build_config(args), Dist.from_env()
@@ -92,24 +93,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run folder: {out}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
         print(f"data: {data.name} (fingerprint {data.fingerprint}) from {data.root}")
-    summary = train(cfg, data=data, out=out, device=args.device, resume=args.resume, graph=args.graph,
-                    compile=args.compile, checkpoint_every=args.checkpoint_every, dist=dist,
-                    progress=not args.no_progress, deadline=deadline)
+    summary = train(cfg, data=data, out=out, execution=execution, resume=args.resume, dist=dist)
     dist.close()
     if dist.is_writer:
         print(last_line(summary), file=sys.stderr)
     return 0
 
 
-def last_line(summary: dict) -> str:
+def last_line(summary: Summary) -> str:
     """What the run came to, how fast, and for an unfinished run the command that continues it."""
-    done, planned = summary["iterations_done"], summary["iterations_planned"]
-    speed = f", {summary['ms_per_iteration']:.2f} ms per iteration" if summary.get("ms_per_iteration") else ""
-    if summary["status"] == "finished":
-        return (f"finished: test error {summary['final_test_error']:.2%} after {done} iterations "
-                f"({summary['selection']}), {summary['wall_time_s']} s{speed}; 1 of 1 runs finished")
+    done, planned = summary.iterations_done, summary.iterations_planned
+    speed = f", {summary.ms_per_iteration:.2f} ms per iteration" if summary.ms_per_iteration else ""
+    if summary.status == "finished":
+        return (f"finished: test error {summary.final_test_error:.2%} after {done} iterations "
+                f"({summary.selection}), {summary.wall_time_s} s{speed}; 1 of 1 runs finished")
     command = cli.this_command() + ("" if "--resume" in sys.argv else " --resume")
-    return (f"unfinished at iteration {done} of {planned} ({summary['message']}){speed}; 0 of 1 runs "
+    return (f"unfinished at iteration {done} of {planned} ({summary.message}){speed}; 0 of 1 runs "
             f"finished; to continue: {command}")
 
 

@@ -1,13 +1,25 @@
 """A replication of the CIFAR-10 results of He et al., "Deep Residual Learning for Image Recognition"
 (CVPR 2016).
 
-Modules:
-    models    the networks: basic/bottleneck blocks, shortcut options A/B/C, plain vs residual, CIFAR and
-              ImageNet families
-    data      CIFAR-10 from its official files, the 45k/5k split, batched augmentation on the device
-    train     the recipe as a frozen config, the training loop, evaluation, checkpoints, run records, sweeps
-    analysis  layer responses, confusion matrices, reading run records into tables
-    plots     every figure, drawn from run records only
+Modules, each using only those above it:
+    models      the paper's CIFAR-10 networks: blocks, shortcut options A/B/C, plain vs residual
+    imagenet    the ImageNet family (Table 1), equal to torchvision's
+    cifar10     CIFAR-10 on disk: both official layouts, verified by the official SHA-1s, the 45k/5k split
+    loader      the training batches on the device: crop, flip, normalisation
+    config      the recipe (RunConfig), the schedules, the learning rate; how runs execute (Execution)
+    records     a run's folder (RunFolder): config, log, summary, checkpoint, model, lock, code version
+    distributed data parallelism with torchrun
+    inference   the one path from images to outputs (evaluation, confusion, layer responses)
+    step        a run's data on its device, its state (the checkpoint), one step (eager or CUDA graph)
+    train       a run that a driver advances (Run), and the loop (train)
+    sweep       many runs: in turn on one GPU, a share per GPU, processes on the CPU; a time limit
+    transfer    packing runs to move them between machines, and unpacking them
+    pretrained  published weights: publish, load by name, load any weights file
+    analysis    confusion matrices and layer responses of trained networks
+    plots       every figure, drawn from records only
+    results     the paper's tables and figure inputs as functions of the records; make figures
+    cli         what the command-line scripts share: flags, the plan's jobs, clear failures
+    notebook    the set-up every notebook starts with
 """
 
 __version__ = "0.1.0"

@@ -8,17 +8,17 @@ counts exactly the errors that the run's summary reports, on every device.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from resnet import data as cifar
 from resnet import inference
+from resnet.cifar10 import CIFAR10
 from resnet.config import RunConfig, describe_schedule, is_quick
-from resnet.records import code_version
+from resnet.pretrained import Normalization
+from resnet.records import RunFolder, RunFolderError, Summary, code_version
 
 __all__ = ["predict", "confusion", "per_class_accuracy", "layer_response_std", "confusion_record",
            "responses_record"]
@@ -59,36 +59,44 @@ def layer_response_std(model: nn.Module, images: torch.Tensor, *, mean: torch.Te
     return (squares / count - mu.square()).clamp_min(0).sqrt().cpu().numpy()
 
 
-def _about(run_dir: Path, summary: dict[str, Any], config: RunConfig, n_images: int) -> dict[str, Any]:
-    """What a record derived from a trained run says about where it came from."""
-    return {"run": Path(run_dir).name, "arch": config.arch, "shortcut": config.shortcut,
-            "recipe": config.recipe, "seed": config.seed, "selection": summary["selection"],
-            "final_test_error": summary["final_test_error"],
+def _provenance(folder: RunFolder, config: RunConfig, summary: Summary, n_images: int) -> dict[str, Any]:
+    """What a record derived from a trained run says about where it came from: the run, its schedule, its
+    data and the code of both the run and this analysis."""
+    return {"run": folder.name, "arch": config.arch, "shortcut": config.shortcut, "recipe": config.recipe,
+            "seed": config.seed, "selection": summary.selection, "final_test_error": summary.final_test_error,
             "test_images": n_images, "schedule": describe_schedule(config), "quick": is_quick(config),
-            "data": summary["data"], "data_fingerprint": summary["data_fingerprint"],
-            "run_git_commit": summary["git_commit"],
-            "run_code_fingerprint": summary.get("code_fingerprint"), **code_version()}
+            "data": summary.data, "data_fingerprint": summary.data_fingerprint,
+            "run_git_commit": summary.git_commit, "run_code_fingerprint": summary.code_fingerprint,
+            **code_version()}
 
 
-def confusion_record(model: nn.Module, saved: dict[str, Any], data: cifar.CIFAR10, *, run_dir: Path,
-                     summary: dict[str, Any]) -> dict[str, Any]:
-    """The confusion matrix of a run's reported model on the test images the run was evaluated on."""
-    config = RunConfig.from_dict(saved["config"])
+def _trained(folder: RunFolder) -> tuple[RunConfig, Summary]:
+    config, summary = folder.config(), folder.summary()
+    if config is None or summary is None or summary.status != "finished":
+        raise RunFolderError(f"{folder.path} holds no finished run; train it first")
+    return config, summary
+
+
+def confusion_record(model: nn.Module, norm: Normalization, data: CIFAR10, *,
+                     folder: RunFolder) -> dict[str, Any]:
+    """The confusion matrix of a run's reported model (``model``, ``norm``: resnet.pretrained.load_file of
+    its model.pt) on the test images the run was evaluated on."""
+    config, summary = _trained(folder)
     n = config.test_subset or len(data.test_labels)
     labels = data.test_labels[:n]
-    preds = predict(model, data.test_images[:n], mean=saved["mean"], std=saved["std"],
-                    precision=config.precision)
+    preds = predict(model, data.test_images[:n], mean=norm.mean, std=norm.std, precision=config.precision)
     matrix = confusion(labels, preds, num_classes=len(data.classes))
-    return {**_about(run_dir, summary, config, n), "classes": list(data.classes), "matrix": matrix.tolist(),
+    return {**_provenance(folder, config, summary, n), "classes": list(data.classes),
+            "matrix": matrix.tolist(),
             "per_class_accuracy": dict(zip(data.classes, per_class_accuracy(matrix).round(4).tolist())),
             "test_error": float((preds != labels).float().mean())}
 
 
-def responses_record(model: nn.Module, saved: dict[str, Any], data: cifar.CIFAR10, *, run_dir: Path,
-                     summary: dict[str, Any]) -> dict[str, Any]:
+def responses_record(model: nn.Module, norm: Normalization, data: CIFAR10, *,
+                     folder: RunFolder) -> dict[str, Any]:
     """Figure 7's numbers for a run's reported model, on the test images the run was evaluated on."""
-    config = RunConfig.from_dict(saved["config"])
+    config, summary = _trained(folder)
     n = config.test_subset or len(data.test_labels)
-    stds = layer_response_std(model, data.test_images[:n], mean=saved["mean"], std=saved["std"],
+    stds = layer_response_std(model, data.test_images[:n], mean=norm.mean, std=norm.std,
                               precision=config.precision)
-    return {**_about(run_dir, summary, config, n), "stds": [float(s) for s in stds]}
+    return {**_provenance(folder, config, summary, n), "stds": [float(s) for s in stds]}

@@ -2,8 +2,9 @@
 
 A user who mistypes a flag, points at a missing data set or whose run diverges gets one paragraph and a
 non-zero exit, never a traceback. Exit codes: 2 bad input (arguments, data, run folder), 3 diverged,
-130 interrupted. A command stopped by its --time-limit exits 0: its runs are checkpointed, and running the
-same command again continues them.
+4 failed (out of memory, a CUDA error: the run's summary says 'failed'), 130 interrupted. A command
+stopped by its --time-limit exits 0: its runs are checkpointed, and running the same command again
+continues them.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from resnet import data as cifar
-from resnet.config import QUICK, SHORT, ConfigError, RunConfig, on_schedule, schedule_of
+from resnet import cifar10, pretrained
+from resnet.config import QUICK, SHORT, ConfigError, Deadline, Execution, RunConfig, on_schedule, schedule_of
 from resnet.pretrained import WeightsError
-from resnet.records import RESULTS_DIR, RunFolderError, default_run_dir, summary_of
+from resnet.records import RESULTS_DIR, RunFolderError, Summary, default_run_dir
 from resnet.sweep import Job, run_sweep
-from resnet.train import Deadline, Diverged, load_trained
+from resnet.train import Diverged, RunFailed
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -37,12 +39,14 @@ def main_guard(main: Callable[[], int | None]) -> NoReturn:
     """Run ``main`` and exit with its code; known failures become one clear paragraph."""
     try:
         code = main()
-    except (cifar.DataError, ConfigError, RunFolderError, WeightsError) as e:
+    except (cifar10.DataError, ConfigError, RunFolderError, WeightsError) as e:
         fail(str(e))
     except Diverged as e:
         fail(f"{e}. The run stopped with status 'diverged'; its last good checkpoint is kept. A lower "
              f"--lr (or the paper's warm-up for very deep nets) usually helps.", code=EXIT_DIVERGED,
              prefix="diverged")
+    except RunFailed as e:
+        fail(f"{e}.", code=EXIT_FAILED, prefix="failed")
     except KeyboardInterrupt:
         fail("stopped by the user; the records and the last checkpoint are kept, and running the same "
              "command again (with --resume for a single run) continues from there.",
@@ -151,11 +155,20 @@ def plan_jobs(configs: Sequence[RunConfig], args: argparse.Namespace) -> list[Jo
     return jobs
 
 
-def run_jobs(jobs: Sequence[Job], args: argparse.Namespace, *, data: Any = None) -> list[dict[str, Any]]:
+def execution(args: argparse.Namespace) -> Execution:
+    """How the flags ask runs to be executed (device, graph, compile, runs at once, threads, time limit,
+    progress), with the command line that continues the work."""
+    return Execution(device=args.device, graph=args.graph, compile=args.compile,
+                     at_once=getattr(args, "jobs", None), threads=getattr(args, "threads", None),
+                     checkpoint_every=getattr(args, "checkpoint_every", None),
+                     progress=not getattr(args, "no_progress", False),
+                     deadline=Deadline.after(args.time_limit),
+                     command=this_command())
+
+
+def run_jobs(jobs: Sequence[Job], args: argparse.Namespace, *, data: Any = None) -> list[Summary]:
     """The sweep of ``jobs`` with the flags' data, device, concurrency, engine and time limit."""
-    return run_sweep(jobs, data=data, data_dir=args.data_dir, download=args.download, device=args.device,
-                     at_once=args.jobs, graph=args.graph, compile=args.compile,
-                     deadline=Deadline.after(args.time_limit), command=this_command())
+    return run_sweep(jobs, execution(args), data=data, data_dir=args.data_dir, download=args.download)
 
 
 def this_command() -> str:
@@ -164,13 +177,12 @@ def this_command() -> str:
 
 
 def finished_networks(jobs: Sequence[Job], *,
-                      purpose: str) -> Iterator[tuple[Job, dict[str, Any], Any, dict]]:
-    """(job, summary, model, saved state) for each finished job, in eval mode on the CPU; a note for the
-    rest."""
+                      purpose: str) -> Iterator[tuple[Job, Any, pretrained.Normalization]]:
+    """(job, model, normalisation) for each finished job, in eval mode on the CPU; a note for the rest."""
     for job in jobs:
-        summary = summary_of(job.out)
-        if summary.get("status") != "finished":
-            print(f"{job.out.name}: not finished ({summary.get('status')}); {purpose}")
+        status = job.folder.status
+        if status != "finished":
+            print(f"{job.out.name}: not finished ({status}); {purpose}")
             continue
-        model, saved = load_trained(job.out)
-        yield job, summary, model, saved
+        model, norm = pretrained.load_file(job.folder.model_path)
+        yield job, model, norm

@@ -6,21 +6,25 @@ the schedules (full, short, quick), and the learning rate as a pure function of 
     lr = learning_rate(iteration, cfg, warmup_end=400)
 
 Everything that decides a run's numbers is a field of the config; how a run is executed (device, CUDA
-graph, compile, checkpoint interval) is not, and is recorded beside it in config.json.
+graph, compile, threads, time limit) is an :class:`Execution`, recorded beside it in config.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from resnet import models
 
-__all__ = ["ConfigError", "RunConfig", "paper_config", "tutorial_config", "RECIPES", "FIGURE6_ARCHS",
-           "SHORTCUT_DEPTHS", "scaled_schedule",
-           "SCHEDULES", "SHORT", "QUICK", "QUICK_TUTORIAL", "on_schedule", "schedule_of", "quick", "is_quick",
+__all__ = ["ConfigError", "RunConfig", "Execution", "Deadline", "resolve_device", "paper_config",
+           "tutorial_config", "RECIPES", "FIGURE6_ARCHS", "SHORTCUT_DEPTHS", "scaled_schedule", "SCHEDULES",
+           "SHORT", "QUICK", "QUICK_TUTORIAL", "on_schedule", "schedule_of", "quick", "is_quick",
            "describe_schedule", "learning_rate"]
 
 
@@ -225,3 +229,94 @@ def learning_rate(iteration: int, config: RunConfig, *, warmup_end: int | None =
         return config.warmup_lr
     passed = sum(iteration >= m for m in config.milestones)
     return config.lr * config.lr_decay ** passed
+
+
+# --------------------------------------------------------------------------------------------------
+# How runs are executed (never what they compute)
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" (CUDA when there is a GPU), "cpu", "cuda" or "cuda:N"; ConfigError for anything else, or for
+    CUDA on a machine without a GPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device must be cpu, cuda or auto; got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA GPU on this machine; use "
+                          "--device cpu (or leave --device out)")
+    return torch.device(device)
+
+
+def _process_age() -> float:
+    """Seconds since this process started (read from /proc; 0 where that is not available)."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a command with ``--time-limit`` must have ended, counted from the start of its process, as a
+    wall-clock time that worker processes share. ``Deadline()`` never arrives."""
+
+    at: float | None = None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        if seconds is None:
+            return cls(None)
+        if not seconds > 0:
+            raise ConfigError(f"--time-limit must be a positive number of seconds; got {seconds}")
+        return cls(time.time() + seconds - _process_age())
+
+    def remaining(self) -> float:
+        return math.inf if self.at is None else self.at - time.time()
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How runs are executed, never what they compute: one object that Run, train, run_sweep and the
+    command line share, validated here once.
+
+    ``graph``: the step captured in a CUDA graph (default: on CUDA in a single process). ``at_once``: runs
+    at once, processes on the CPU (default 1), runs per GPU on CUDA (default 8). ``checkpoint_every``:
+    iterations between checkpoints (default: at every evaluation). ``command``: the command line that
+    continues the work, for the last lines a command prints."""
+
+    device: str = "auto"
+    graph: bool | None = None
+    compile: bool = False
+    at_once: int | None = None
+    threads: int | None = None
+    checkpoint_every: int | None = None
+    progress: bool = True
+    deadline: Deadline = Deadline()
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        device = resolve_device(self.device)
+        if self.graph and device.type != "cuda":
+            raise ConfigError("a CUDA-graph step needs a CUDA device; leave the graph off on the CPU")
+        for name in ("at_once", "threads", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value > 0):
+                raise ConfigError(f"{name} must be a positive whole number; got {value!r}")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def uses_graph(self, device: torch.device, *, distributed: bool) -> bool:
+        """Whether a run on ``device`` captures its step in a CUDA graph: as asked, else on CUDA in a single
+        process (a data-parallel step cannot be captured: its all-reduce is NCCL's)."""
+        if self.graph and distributed:
+            raise ConfigError("a CUDA-graph step needs a single process; use the eager step with torchrun")
+        return self.graph if self.graph is not None else device.type == "cuda" and not distributed
+
+    def replace(self, **changes: Any) -> Execution:
+        return dataclasses.replace(self, **changes)

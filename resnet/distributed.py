@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node 2 experiments/train.py --arch resnet56
 
-Each of the W processes takes its 1/W slice of every mini-batch (resnet.data.TrainLoader's ``rank``),
+Each of the W processes takes its 1/W slice of every mini-batch (resnet.loader.TrainLoader's ``rank``),
 gradients are averaged by DistributedDataParallel, and only rank 0 evaluates and writes. The global batch
 stays 128, as in the paper, which split it over two GPUs; BN statistics are each process's own, as there.
 A single process (no torchrun) gets ``Dist()``, whose methods do nothing.
@@ -72,6 +72,12 @@ class Dist:
         if self.enabled:
             torch.distributed.broadcast(tensor, 0)
         return tensor
+
+    def rank0_value(self, value: int, device: torch.device) -> int:
+        """Rank 0's ``value`` on every process (``value`` itself in a single process)."""
+        if not self.enabled:
+            return value
+        return int(self.broadcast(torch.tensor([value], device=device)).item())
 
     def close(self) -> None:
         if self.enabled and torch.distributed.is_initialized():

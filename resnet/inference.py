@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
-from resnet import data as cifar
+from resnet.loader import normalize
 
 __all__ = ["autocast", "no_tf32", "input_batches", "logits", "model_device"]
 
@@ -55,7 +55,7 @@ def input_batches(images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     mean, std = mean.to(device), std.to(device)
     for lo in range(0, len(images), batch_size):
-        x = cifar.normalize(images[lo:lo + batch_size].to(device, non_blocking=True), mean, std)
+        x = normalize(images[lo:lo + batch_size].to(device, non_blocking=True), mean, std)
         yield x.contiguous(memory_format=torch.channels_last)
 
 

@@ -4,8 +4,9 @@
     nb = setup()           # figures inline, tables wide; which records to read; CIFAR-10 if it is here
 
 ``nb.records`` is the best records there are: results/ with finished full-schedule runs, else
-results/short/, else results/quick/ (``nb.schedule`` says which, and so does the first line printed); ``nb.data`` is CIFAR-10 from $CIFAR10_ROOT or the repository's data/ (None when
-absent: the cells that need images then print a note and skip); ``nb.weights`` lists the published
+results/short/, else results/quick/ (``nb.schedule`` says which, and so does the first line printed);
+``nb.data`` is CIFAR-10 from $CIFAR10_ROOT or the repository's data/ (None when absent: the cells that
+need images then print a note and skip); ``nb.weights`` lists the published
 trained networks (resnet.pretrained), which notebooks 05 and 06 use instead of training when present.
 """
 
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from resnet import data as cifar
+from resnet import cifar10
 from resnet import pretrained, results
 from resnet.records import REPO_ROOT
-from resnet.train import load_data
+from resnet.cifar10 import load_data
 
 __all__ = ["Notebook", "setup"]
 
@@ -32,7 +33,7 @@ class Notebook:
     records: Path
     figures: Path
     schedule: str  # what the records are, in words (resnet.results.schedule_name)
-    data: cifar.CIFAR10 | None
+    data: cifar10.CIFAR10 | None
     weights: tuple[str, ...]
 
     def runs(self) -> pd.DataFrame:
@@ -70,8 +71,8 @@ def setup(*, data: bool = True) -> Notebook:
     return nb
 
 
-def _load_data() -> cifar.CIFAR10 | None:
+def _load_data() -> cifar10.CIFAR10 | None:
     try:
         return load_data()  # the loader every script uses: --data-dir's default, read and verified once
-    except cifar.DataError:
+    except cifar10.DataError:
         return None

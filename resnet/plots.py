@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from resnet import data as cifar
+from resnet import cifar10
+from resnet.loader import crop_flip, random_crop_flip
 from resnet import models
 
 __all__ = ["STYLE", "augmentation_figure", "plot_augmentation", "plot_confusion", "plot_degradation",
@@ -81,7 +82,7 @@ def plot_augmentation(images: torch.Tensor, classes_or_titles: Sequence[str], *,
     """The paper's training augmentation (section 4.2) on a few images: one row per image (uint8
     [K, 3, H, W], labelled by `classes_or_titles`), columns original, flipped, a random crop of the
     image zero-padded by `padding`, the same crop flipped, and `num_random` draws of
-    random_crop_flip. All views go through resnet.data's crop_flip / random_crop_flip, the code the
+    random_crop_flip. All views go through resnet.loader's crop_flip / random_crop_flip, the code the
     training loader runs. `dataset` names the data in the title.
     """
     images = torch.as_tensor(images)
@@ -103,11 +104,11 @@ def plot_augmentation(images: torch.Tensor, classes_or_titles: Sequence[str], *,
     no, yes = torch.zeros(k, dtype=torch.bool), torch.ones(k, dtype=torch.bool)
     columns = [
         ("original", images, None),
-        ("flipped", cifar.crop_flip(images, centre, centre, yes, padding=p), None),
-        (f"crop (pad {p})", cifar.crop_flip(images, dy, dx, no, padding=p), (dy, dx)),
-        ("crop + flip", cifar.crop_flip(images, dy, dx, yes, padding=p), (dy, dx)),
+        ("flipped", crop_flip(images, centre, centre, yes, padding=p), None),
+        (f"crop (pad {p})", crop_flip(images, dy, dx, no, padding=p), (dy, dx)),
+        ("crop + flip", crop_flip(images, dy, dx, yes, padding=p), (dy, dx)),
     ]
-    columns += [(f"random {i + 1}", cifar.random_crop_flip(images, padding=p, generator=g), None)
+    columns += [(f"random {i + 1}", random_crop_flip(images, padding=p, generator=g), None)
                 for i in range(num_random)]
 
     ncols = len(columns)
@@ -132,10 +133,10 @@ def plot_augmentation(images: torch.Tensor, classes_or_titles: Sequence[str], *,
     return fig
 
 
-def augmentation_figure(data: cifar.CIFAR10, path: str | os.PathLike | None = None, *, num_classes: int = 5,
+def augmentation_figure(data: cifar10.CIFAR10, path: str | os.PathLike | None = None, *, num_classes: int = 5,
                         padding: int = 4, seed: int = 0) -> Figure:
     """plot_augmentation for the first training image of each of the first `num_classes` classes of
-    `data`, titled with the data's name (resnet.data.describe); saved to `path` when given. For code
+    `data`, titled with the data's name (CIFAR10.name); saved to `path` when given. For code
     that has the data (experiments), e.g. augmentation_figure(data, "figures/augmentation.png")."""
     labels = data.train_labels
     rows = [int(torch.nonzero(labels == c)[0]) for c in range(num_classes) if bool((labels == c).any())]

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from resnet import data as cifar
 from resnet import models
-from resnet.config import RunConfig, is_quick
-from resnet.records import RESULTS_DIR, atomic_write_bytes, read_json
+from resnet.config import RunConfig, schedule_of
+from resnet.loader import normalize
+from resnet.records import RESULTS_DIR, RunFolder, atomic_write_bytes, run_name
 
 __all__ = ["WEIGHTS_DIR", "PUBLISHED", "WeightsError", "Normalization", "publish", "published", "load",
            "load_file"]
@@ -56,7 +56,7 @@ class Normalization:
     std: torch.Tensor
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return cifar.normalize(images, self.mean, self.std)
+        return normalize(images, self.mean, self.std)
 
 
 def _sha256(payload: bytes) -> str:
@@ -69,9 +69,10 @@ def publish(run_dir: str | Path, *, dest: Path = WEIGHTS_DIR) -> Path:
     run_dir = Path(run_dir)
     saved = _read(run_dir / "model.pt")
     config = RunConfig.from_dict(saved["config"])
-    if is_quick(config):
-        raise WeightsError(f"{run_dir} is a quick run: only full-schedule networks are published")
-    summary = read_json(run_dir / "summary.json")
+    if schedule_of(config) != "full":
+        raise WeightsError(f"{run_dir} is a {schedule_of(config)}-schedule run: only full-schedule networks "
+                           f"are published")
+    summary = RunFolder(run_dir).report().to_dict()
     half = {k: v.half() if v.is_floating_point() else v for k, v in saved["model"].items()}
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "run": run_dir.name, "config": saved["config"], "model": half,
@@ -117,7 +118,7 @@ def load(arch: str, *, shortcut: str = "A", recipe: str = "paper", seed: int = 0
          folder: Path = WEIGHTS_DIR) -> tuple[nn.Module, Normalization]:
     """The published network ``arch`` (with ``shortcut``, ``recipe``, ``seed``) in eval mode, and the
     normalisation it was trained with. Checks the file's SHA-256 against the manifest."""
-    name = "-".join([arch] if arch.startswith("plain") else [arch, shortcut]) + f"-{recipe}-s{seed}"
+    name = run_name(arch, shortcut, recipe, seed)
     manifest = _manifest(folder)
     entries = [(file, entry) for file, entry in manifest.items() if entry["run"] == name]
     if not entries:

@@ -1,11 +1,12 @@
 """A run's records on disk: written atomically, named after the code and data that made them, and locked
-while a process trains the run.
+while a process trains the run. :class:`RunFolder` is the one place that knows a run folder's files.
 
-Every run has its own folder:
+Every run has its own folder, ``<arch>-<shortcut>-<recipe>-s<seed>`` (:func:`run_name`):
 
     config.json    the config (the recipe) and how the run was executed (device, graph, compile, ...)
     log.csv        one row per evaluation: iteration, lr, train loss/error, val/test error, elapsed seconds
-    summary.json   status (finished | diverged | unfinished), final errors, speed, versions, data
+    summary.json   :class:`Summary`: status (finished | unfinished | diverged | failed), final errors, speed,
+                   versions, data
     checkpoint.pt  the run's state (resnet.train.RunState) for resuming; never committed
     model.pt       the reported weights (final iteration, or the validation-chosen ones), for analysis
     run.lock       held (flock) by the process that trains the run; names that process
@@ -17,6 +18,7 @@ new one, never half of one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fcntl
 import fnmatch
 import hashlib
@@ -27,6 +29,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +37,9 @@ import torch
 
 from resnet.config import RunConfig
 
-__all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RunFolderError", "atomic_write_bytes", "write_json",
-           "read_json", "write_log", "read_log_rows", "atomic_torch_save", "git_commit",
-           "code_fingerprint", "git_files", "code_version", "default_run_dir",
-           "holds_a_run", "run_finished", "summary_of", "RunLock"]
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RunFolderError", "RunFolder", "Summary", "RunLock",
+           "atomic_write_bytes", "write_json", "read_json", "write_log", "atomic_torch_save", "git_commit",
+           "code_fingerprint", "git_files", "code_version", "run_name", "default_run_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
@@ -81,11 +83,6 @@ def write_log(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def read_log_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -126,10 +123,10 @@ def code_fingerprint(files: dict[str, bytes] | None = None) -> str:
     return h.hexdigest()[:12]
 
 
-def git_files(commit: str = "HEAD") -> dict[str, bytes]:
+def git_files(commit: str = "HEAD", *, repo: Path = REPO_ROOT) -> dict[str, bytes]:
     """The CODE_FILES of ``commit``, read from git: ``code_fingerprint(git_files(c))`` is commit c's."""
     def git(*args: str) -> bytes:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, check=True).stdout
 
     paths = git("ls-tree", "-r", "--name-only", commit).decode().splitlines()
     wanted = [p for p in paths if any(fnmatch.fnmatchcase(p, pattern) for pattern in CODE_FILES)]
@@ -142,41 +139,165 @@ def code_version() -> dict[str, str]:
     return {"git_commit": git_commit(), "code_fingerprint": code_fingerprint()}
 
 
+def run_name(arch: str, shortcut: str = "A", recipe: str = "paper", seed: int = 0, *,
+             precision: str = "bf16") -> str:
+    """The folder name of a run: ``resnet56-A-paper-s0``; plain nets have no shortcut in the name, and a
+    float32 control run ends in ``-fp32``. The one place of this rule."""
+    parts = [arch] if arch.startswith("plain") else [arch, shortcut]
+    return "-".join([*parts, recipe, f"s{seed}"] + (["fp32"] if precision == "fp32" else []))
+
+
 def default_run_dir(config: RunConfig, *, root: Path | None = None) -> Path:
-    """``results/runs/<arch>-<shortcut>-<recipe>-s<seed>`` (plain nets have no shortcut in the name; a
-    float32 control run ends in ``-fp32``)."""
+    """``results/runs/<run_name>`` (or ``<root>/<run_name>``)."""
     root = Path(root) if root is not None else RESULTS_DIR / "runs"
-    parts = [config.arch] if config.arch.startswith("plain") else [config.arch, config.shortcut]
-    parts += [config.recipe, f"s{config.seed}"] + (["fp32"] if config.precision == "fp32" else [])
-    return root / "-".join(parts)
+    return root / run_name(config.arch, config.shortcut, config.recipe, config.seed,
+                           precision=config.precision)
 
 
-def holds_a_run(out: Path) -> bool:
-    """True when ``out`` holds a run, finished or not: one that a new run must not overwrite, and that a
-    sweep resumes."""
-    return (Path(out) / "summary.json").exists() or (Path(out) / "checkpoint.pt").exists()
+@dataclass(frozen=True)
+class Summary:
+    """What summary.json says: the reported errors (the final iteration's, or the validation-chosen
+    model's: never chosen on the test set), how far the run got, how fast, on what, and with what code."""
+
+    status: str  # "finished" | "unfinished" | "diverged" | "failed"
+    message: str | None = None
+    arch: str = ""
+    shortcut: str = "A"
+    recipe: str = "paper"
+    seed: int = 0
+    final_test_error: float | None = None
+    final_train_error: float | None = None
+    final_val_error: float | None = None
+    selected_iteration: int | None = None
+    selection: str | None = None  # "final iteration" | "validation"
+    iterations_done: int = 0
+    iterations_planned: int = 0
+    warmup_end: int | None = None
+    parameters: int | None = None
+    wall_time_s: float | None = None
+    train_time_s: float | None = None
+    images_per_s: float | None = None
+    ms_per_iteration: float | None = None
+    device: str | None = None
+    precision: str | None = None
+    graph: bool | None = None
+    world_size: int = 1
+    torch_version: str | None = None
+    git_commit: str | None = None
+    code_fingerprint: str | None = None
+    data: str | None = None
+    data_fingerprint: str | None = None
+    schedule: str | None = None
+    finished_at: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Summary:
+        """A summary from summary.json; keys of other versions of this code are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def run_finished(out: Path, config: RunConfig | None = None) -> bool:
-    """True when ``out`` holds a finished run (of ``config``, when given)."""
-    try:
-        summary = read_json(Path(out) / "summary.json")
-        saved = read_json(Path(out) / "config.json")["config"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return summary.get("status") == "finished" and (config is None or saved == config.to_dict())
+class RunFolder:
+    """One run's folder: its status, config, summary, log, checkpoint and trained model, read and written
+    here only. ``status`` is "missing" (nothing there), "unfinished" (a checkpoint; a summary saying so, or
+    none when the process was killed), "finished", "diverged" or "failed"."""
 
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.lock = RunLock(self.path)
 
-def summary_of(out: Path) -> dict[str, Any]:
-    """The run's summary.json; for a run killed before it wrote one, 'unfinished' when it left a
-    checkpoint, else 'missing'."""
-    try:
-        return read_json(Path(out) / "summary.json")
-    except (OSError, ValueError):
-        if (Path(out) / "checkpoint.pt").is_file():
-            return {"status": "unfinished", "out": str(out),
-                    "message": "stopped without a summary (killed?); its checkpoint continues it"}
-        return {"status": "missing", "out": str(out)}
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def model_path(self) -> Path:
+        """model.pt: the reported weights of a finished run (resnet.pretrained.load_file reads it)."""
+        return self.path / "model.pt"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def summary(self) -> Summary | None:
+        try:
+            return Summary.from_dict(read_json(self.path / "summary.json"))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def report(self) -> Summary:
+        """The summary; for a run without one, a Summary that says 'unfinished' (a checkpoint: the process
+        was killed) or 'missing'."""
+        summary = self.summary()
+        if summary is not None:
+            return summary
+        if self.checkpoint_path.is_file():
+            return Summary("unfinished", "stopped without a summary (killed?); its checkpoint continues it")
+        return Summary("missing")
+
+    @property
+    def status(self) -> str:
+        return self.report().status
+
+    def holds_a_run(self) -> bool:
+        """A run, finished or not, that a new run must not overwrite and that a sweep resumes."""
+        return (self.path / "summary.json").exists() or self.checkpoint_path.exists()
+
+    def config(self) -> RunConfig | None:
+        """The run's config (config.json), or None when there is none readable."""
+        try:
+            return RunConfig.from_dict(read_json(self.path / "config.json")["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def finished(self, config: RunConfig | None = None) -> bool:
+        """A finished run (of ``config``, when given)."""
+        return self.status == "finished" and (config is None or self.config() == config)
+
+    def read_checkpoint(self, config: RunConfig, device: Any) -> dict[str, Any]:
+        """The saved state of ``config``'s run; RunFolderError when unreadable or another run's."""
+        path = self.checkpoint_path
+        try:
+            checkpoint = torch.load(path, map_location=device, weights_only=False)
+        except Exception as e:  # a checkpoint that cannot be read is a user-facing problem, not a traceback
+            raise RunFolderError(f"cannot read the checkpoint {path} ({type(e).__name__}: {e}); move it away "
+                                 f"to start the run afresh") from None
+        if checkpoint.get("config") != config.to_dict():
+            raise RunFolderError(f"{path} belongs to a run with another config; choose another folder or "
+                                 f"rerun with the config in {self.path / 'config.json'}")
+        return checkpoint["state"]
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def claim(self, *, resume: bool, lock: bool = True) -> None:
+        """Before training here: refuse a folder that holds a run unless resuming, then take the lock
+        (``lock``: this process writes the records). RunFolderError says what to do."""
+        if not resume and self.holds_a_run():
+            raise RunFolderError(f"{self.path} already holds a run. Pass --resume to continue it (a finished "
+                                 f"run is left as it is), or choose another --out; nothing was changed.")
+        if lock:
+            self.lock.acquire()
+
+    def write_config(self, config: RunConfig, execution: dict[str, Any]) -> None:
+        write_json(self.path / "config.json", {"config": config.to_dict(), "run": execution})
+
+    def write_log(self, rows: Sequence[dict[str, Any]]) -> None:
+        write_log(self.path / "log.csv", rows)
+
+    def write_checkpoint(self, config: RunConfig, state: dict[str, Any]) -> None:
+        atomic_torch_save({"config": config.to_dict(), "state": state}, self.checkpoint_path)
+
+    def write_model(self, weights: dict[str, Any]) -> None:
+        atomic_torch_save(weights, self.model_path)
+
+    def write_summary(self, summary: Summary | dict[str, Any]) -> None:
+        write_json(self.path / "summary.json", summary.to_dict() if isinstance(summary, Summary) else summary)
 
 
 class RunLock:

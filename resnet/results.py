@@ -21,16 +21,15 @@ from typing import Any
 
 import pandas as pd
 
-from resnet import data as cifar
-from resnet import models, plots
+from resnet import cifar10, models, plots
 from resnet.config import RunConfig, describe_schedule, is_quick
-from resnet.records import REPO_ROOT, RESULTS_DIR, atomic_write_bytes
+from resnet.records import REPO_ROOT, RESULTS_DIR, RunFolder, atomic_write_bytes
 
 __all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "markdown_table",
            "records_root", "schedule_name", "code_label",
            "figures_dir_for", "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label",
            "seed_table", "table6", "shortcut_table", "degradation_curves", "confusion_records",
-           "layer_response_records", "build", "build_augmentation", "record_label", "shown"]
+           "layer_response_records", "build", "build_augmentation", "record_label", "display_path"]
 
 #: Paper Table 6: CIFAR-10 test error (%) of the ResNets. 110: best of 5 runs; their mean is 6.61 ± 0.16.
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (best of 5; mean 6.61 ± 0.16)",
@@ -44,7 +43,8 @@ FIGURES_DIR = REPO_ROOT / "figures"
 # ------------------------------------------------------------------------------------------ which records
 def records_root(results: Path = RESULTS_DIR) -> Path:
     """The best records there are, for Figure 6 and Table 6: ``results`` when it holds finished
-    full-schedule runs of the paper's recipe, else ``results/short`` when that does, else ``results/quick``."""
+    full-schedule runs of the paper's recipe, else ``results/short`` when that does, else
+    ``results/quick``."""
     for root in (results, results / "short"):
         if not degradation_runs(load_runs(root)).empty:
             return root
@@ -73,17 +73,14 @@ def load_runs(results_root: str | Path) -> pd.DataFrame:
     ``cfg_<field>`` columns), its folder, depth and whether it is residual."""
     rows = []
     for path in sorted(Path(results_root, "runs").glob("*/summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-            # through RunConfig: a record written before a field existed gets that field's default
-            config = RunConfig.from_dict(
-                json.loads((path.parent / "config.json").read_text())["config"]).to_dict()
-        except (OSError, ValueError, KeyError):
-            continue  # ConfigError is a ValueError: not a record of this code's runs
-        rows.append({"run": path.parent.name, "path": str(path.parent),
-                     "depth": models.arch_depth(config["arch"]),
-                     "residual": models.is_residual(config["arch"]), "config": config,
-                     **{f"cfg_{k}": v for k, v in config.items()}, **summary})
+        folder = RunFolder(path.parent)
+        # through RunConfig: a record written before a field existed gets that field's default
+        summary, config = folder.summary(), folder.config()
+        if summary is None or config is None:
+            continue  # not a record of this code's runs
+        rows.append({"run": folder.name, "path": str(folder.path), "depth": config.depth,
+                     "residual": models.is_residual(config.arch), "config": config.to_dict(),
+                     **{f"cfg_{k}": v for k, v in config.to_dict().items()}, **summary.to_dict()})
     return pd.DataFrame(rows)
 
 
@@ -156,8 +153,8 @@ def seed_table(runs: pd.DataFrame, by: Iterable[str] = ("arch",)) -> pd.DataFram
     return table.sort_values(["depth", *by]).reset_index(drop=True)
 
 
-def _error(row: pd.Series | None, which: str = "test") -> str:
-    """'8.52' for one seed, '8.52 ± 0.14 (3 seeds)' for several, '–' for none."""
+def _percent(row: pd.Series | None, which: str = "test") -> str:
+    """A table cell, in %: '8.52' for one seed, '8.52 ± 0.14 (3 seeds)' for several, '–' for none."""
     if row is None:
         return "–"
     mean, std, n = row[f"{which}_mean"], row[f"{which}_std"], int(row["seeds"])
@@ -181,8 +178,8 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"layers": depth,
                      "params": f"{(res if res is not None else plain)['parameters'] / 1e6:.2f}M",
                      "paper params": PAPER_PARAMS.get(depth, "–"),
-                     "plain test": _error(plain), "plain train": _error(plain, "train"),
-                     "ResNet test": _error(res), "ResNet train": _error(res, "train"),
+                     "plain test": _percent(plain), "plain train": _percent(plain, "train"),
+                     "ResNet test": _percent(res), "ResNet train": _percent(res, "train"),
                      "ResNet test, paper": PAPER_TABLE6.get(depth, "–")})
     return pd.DataFrame(rows)
 
@@ -195,7 +192,7 @@ def shortcut_table(runs: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = {"layers": depth}
         for option in models.SHORTCUTS:
             found = _row(table, depth=depth, shortcut=option)
-            row[f"{option} test"] = _error(found)
+            row[f"{option} test"] = _percent(found)
             row[f"{option} params"] = "–" if found is None else f"{int(found['parameters']):,}"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -311,24 +308,24 @@ def build(results_root: Path, *, only: Iterable[str] | None = None, out: Path | 
     made: list[Path] = []
     for name in only or BUILDERS:
         files = BUILDERS[name](Path(results_root), out)
-        print(f"{name}: " + (", ".join(map(shown, files)) if files
-                             else f"skipped, no finished runs for it under {shown(results_root)}"))
+        print(f"{name}: " + (", ".join(map(display_path, files)) if files
+                             else f"skipped, no finished runs for it under {display_path(results_root)}"))
         made += files
     return made
 
 
-def build_augmentation(data: cifar.CIFAR10 | None, out: Path = FIGURES_DIR) -> list[Path]:
+def build_augmentation(data: cifar10.CIFAR10 | None, out: Path = FIGURES_DIR) -> list[Path]:
     """figures/augmentation.png from the data's first training images (skipped, with a note, without data)."""
     if data is None:
         print("augmentation: skipped, no CIFAR-10 here (--data-dir, $CIFAR10_ROOT or data/ provides it)")
         return []
     path = plots.save_figure(plots.augmentation_figure(data, num_classes=5, seed=0),
                              Path(out) / "augmentation.png")
-    print(f"augmentation: {shown(path)} (from {data.name}, fingerprint {data.fingerprint})")
+    print(f"augmentation: {display_path(path)} (from {data.name}, fingerprint {data.fingerprint})")
     return [path]
 
 
-def shown(path: Path) -> str:
+def display_path(path: Path) -> str:
     """``path`` relative to the repository when it is inside it (for messages), else as it is."""
     try:
         return str(Path(path).resolve().relative_to(REPO_ROOT))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet.records import RunFolderError, RunLock, atomic_write_bytes, code_version, summary_of
+from resnet.records import RunFolder, RunFolderError, atomic_write_bytes, code_version
 
 __all__ = ["ARCHIVE_LIMIT", "RECORDS", "pack", "unpack", "Unpacked"]
 
@@ -60,9 +60,9 @@ def pack(jobs: Sequence[Any], dest: str | Path, *, published: Sequence[str] = ()
     dest = Path(dest)
     held = [job for job in jobs
             if (job.out / "summary.json").is_file() or (job.out / "config.json").is_file()]
-    unfinished = sorted((j for j in held if summary_of(j.out).get("status") != "finished"
-                         and (j.out / "checkpoint.pt").is_file()),
-                        key=lambda j: -summary_of(j.out).get("iterations_done", 0))
+    unfinished = sorted((j for j in held
+                         if j.folder.status != "finished" and j.folder.checkpoint_path.is_file()),
+                        key=lambda j: -j.folder.report().iterations_done)
     budget, with_checkpoint = checkpoint_mb * 2**20, set()
     for job in unfinished:
         size = (job.out / "checkpoint.pt").stat().st_size
@@ -151,13 +151,13 @@ def _merge(name: str, files: dict[str, bytes], job: Any) -> Unpacked:
     finished, got = _status(incoming)
     if not finished and "checkpoint.pt" not in files:
         return Unpacked(name, "rejected", "unfinished and packed without its checkpoint: nothing to continue")
-    here = summary_of(job.out)
-    here_finished, here_got = _status(here)
-    if here_finished or (here["status"] != "missing" and not finished and here_got >= got):
-        return Unpacked(name, "kept", f"the run here is {here['status']} at iteration {here_got:,}")
-    lock = RunLock(job.out)
+    folder = RunFolder(job.out)
+    here = folder.report()
+    further = here.status != "missing" and not finished and here.iterations_done >= got
+    if here.status == "finished" or further:
+        return Unpacked(name, "kept", f"the run here is {here.status} at iteration {here.iterations_done:,}")
     try:
-        lock.acquire()
+        folder.lock.acquire()
     except RunFolderError as e:
         return Unpacked(name, "rejected", str(e))
     try:
@@ -167,7 +167,7 @@ def _merge(name: str, files: dict[str, bytes], job: Any) -> Unpacked:
         for file_name in sorted(files, key=lambda n: n == "summary.json"):  # the summary last
             atomic_write_bytes(job.out / file_name, files[file_name])
     finally:
-        lock.release()
-    action = "added" if here["status"] == "missing" else "replaced"
+        folder.lock.release()
+    action = "added" if here.status == "missing" else "replaced"
     state = "finished" if finished else f"unfinished at iteration {got:,}"
-    return Unpacked(name, action, state if action == "added" else f"{state}, was {here['status']}")
+    return Unpacked(name, action, state if action == "added" else f"{state}, was {here.status}")

@@ -2,12 +2,12 @@
 
     root = write_cifar10(tmp_path)                  # -> tmp_path, holding cifar-10-batches-py/
     root = write_cifar10_bin(tmp_path)              # -> tmp_path, holding cifar-10-batches-bin/
-    data = resnet.data.load_cifar10(root)
-    data = resnet.data.load_cifar10(root, official_sha1=batch_sha1(root))   # a fixture "verified"
+    data = resnet.cifar10.load_cifar10(root)
+    data = resnet.cifar10.load_cifar10(root, official_sha1=batch_sha1(root))   # a fixture "verified"
 
 Both writers take the same arguments and, for the same seed (or images/labels), write the same data.
 batch_sha1 computes each batch's SHA-1 in the binary release's record format, independently of
-resnet.data, so a test can pass a fixture's own hashes as the expected ones.
+resnet.cifar10, so a test can pass a fixture's own hashes as the expected ones.
 
 The files are what the official archive holds: data_batch_1..5, test_batch and batches.meta, each a
 pickled dict ('data': uint8 [n, 3072] with 1024 red, 1024 green, 1024 blue values, each row-major;
@@ -216,7 +216,7 @@ def write_cifar10_bin(root: str | os.PathLike, *, n_train_per_batch: int = 20, n
 
 
 def _read_py_batch(path: Path) -> tuple[np.ndarray, list]:
-    # The fixture's own files (trusted): a plain pickle.load, not resnet.data's reader.
+    # The fixture's own files (trusted): a plain pickle.load, not resnet.cifar10's reader.
     with open(path, "rb") as f:
         d = pickle.load(f, encoding="bytes")
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
@@ -224,7 +224,7 @@ def _read_py_batch(path: Path) -> tuple[np.ndarray, list]:
 
 
 def batch_sha1(root: str | os.PathLike) -> dict[str, str]:
-    """{batch name: SHA-1 of the batch in the binary record format}, the form of resnet.data's
+    """{batch name: SHA-1 of the batch in the binary record format}, the form of resnet.cifar10's
     OFFICIAL_SHA1, for the fixture under `root` (cifar-10-batches-py/ if present, else -bin/). In the
     binary layout that is the SHA-1 of each file; in the python layout the records are built from the
     pickles. Pass the result as load_cifar10(..., official_sha1=...) to have the fixture verified."""

@@ -5,11 +5,11 @@ Data fixtures (written once per session by tests/cifar_fixture.py, in the offici
 layout, with learnable synthetic images: class-dependent colour and stripes plus noise):
 
     cifar_root       root folder holding cifar-10-batches-py/: 1000 training images (5 batches of 200)
-                     and 200 test images, classes balanced; pass it to resnet.data.load_cifar10 or as
+                     and 200 test images, classes balanced; pass it to resnet.cifar10.load_cifar10 or as
                      --data-dir / CIFAR10_ROOT to a script. Shared: do not modify its files (write your
                      own copy with cifar_fixture.write_cifar10(tmp_path) for that).
     tiny_cifar_root  the same with 100 training and 20 test images, for the quickest checks.
-    cifar_data       load_cifar10(cifar_root), the resnet.data.CIFAR10 object.
+    cifar_data       load_cifar10(cifar_root), the resnet.cifar10.CIFAR10 object.
 
 tests/ is not a package: test modules import the helper as `from cifar_fixture import write_cifar10`.
 """
@@ -48,8 +48,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def cifar_data(cifar_root):
-    """`cifar_root` loaded: a resnet.data.CIFAR10 (uint8 images [N, 3, 32, 32], int64 labels)."""
-    from resnet.data import load_cifar10
+    """`cifar_root` loaded: a resnet.cifar10.CIFAR10 (uint8 images [N, 3, 32, 32], int64 labels)."""
+    from resnet.cifar10 import load_cifar10
 
     return load_cifar10(cifar_root)
 

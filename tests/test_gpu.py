@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet import records
 from resnet import train as engine
-from resnet.config import paper_config, scaled_schedule
+from resnet.config import Execution, paper_config, scaled_schedule
+from resnet.results import load_log
 from resnet.sweep import Job, run_sweep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+GPU = Execution(progress=False)  # CUDA where there is a GPU; the CUDA-graph step by default
+EAGER = GPU.replace(graph=False)
+GRAPH = GPU.replace(graph=True) if torch.cuda.is_available() else None  # a graph needs CUDA
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +37,7 @@ def config(**overrides):
 
 
 def curve(out: Path, column: str) -> torch.Tensor:
-    return torch.tensor([float(r[column]) for r in records.read_log_rows(out / "log.csv")])
+    return torch.tensor(load_log(out)[column].to_numpy(dtype=float))
 
 
 def assert_same_curve(a: Path, b: Path) -> None:
@@ -44,45 +47,46 @@ def assert_same_curve(a: Path, b: Path) -> None:
 
 
 def test_graph_step_matches_eager_step(cifar_data, tmp_path):
-    eager = engine.train(config(), data=cifar_data, out=tmp_path / "eager", graph=False, progress=False)
-    graph = engine.train(config(), data=cifar_data, out=tmp_path / "graph", graph=True, progress=False)
-    assert graph["graph"] is True and eager["graph"] is False and graph["precision"] == "bf16-autocast"
+    eager = engine.train(config(), data=cifar_data, out=tmp_path / "eager", execution=EAGER)
+    graph = engine.train(config(), data=cifar_data, out=tmp_path / "graph", execution=GRAPH)
+    assert graph.graph is True and eager.graph is False and graph.precision == "bf16-autocast"
     assert_same_curve(tmp_path / "eager", tmp_path / "graph")
 
 
 def test_warmup_on_the_device_path(cifar_data, tmp_path):
     """ResNet-110's warm-up, decided at the periodic checks, ends in the graph path as in the eager one."""
     cfg = config(warmup_lr=0.01, warmup_check_every=10, warmup_until_train_error=0.9)
-    a = engine.train(cfg, data=cifar_data, out=tmp_path / "eager", graph=False, progress=False)
-    b = engine.train(cfg, data=cifar_data, out=tmp_path / "graph", graph=True, progress=False)
-    assert a["warmup_end"] is not None and abs(a["warmup_end"] - b["warmup_end"]) <= 10
+    a = engine.train(cfg, data=cifar_data, out=tmp_path / "eager", execution=EAGER)
+    b = engine.train(cfg, data=cifar_data, out=tmp_path / "graph", execution=GRAPH)
+    assert a.warmup_end is not None and abs(a.warmup_end - b.warmup_end) <= 10
 
 
 def test_graph_run_resumed_mid_run_ends_where_the_uninterrupted_run_ends(cifar_data, tmp_path):
-    engine.train(config(), data=cifar_data, out=tmp_path / "ref", progress=False)
-    with engine.Run(config(), data=cifar_data, out=tmp_path / "paused") as run:
+    engine.train(config(), data=cifar_data, out=tmp_path / "ref", execution=GPU)
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "paused", execution=GPU) as run:
         run.advance(37)
         run.pause()
-    engine.train(config(), data=cifar_data, out=tmp_path / "paused", resume=True, progress=False)
+    engine.train(config(), data=cifar_data, out=tmp_path / "paused", resume=True, execution=GPU)
     assert_same_curve(tmp_path / "ref", tmp_path / "paused")
 
 
 def test_runs_at_once_on_one_gpu_match_runs_alone(cifar_data, tmp_path):
     jobs = [Job(config(seed=s), tmp_path / "together" / f"s{s}") for s in range(3)]
-    summaries = run_sweep(jobs, data=cifar_data, at_once=3, progress=False)
-    assert [s["status"] for s in summaries] == ["finished"] * 3
-    engine.train(config(seed=2), data=cifar_data, out=tmp_path / "alone", progress=False)
+    summaries = run_sweep(jobs, GPU.replace(at_once=3), data=cifar_data)
+    assert [s.status for s in summaries] == ["finished"] * 3
+    engine.train(config(seed=2), data=cifar_data, out=tmp_path / "alone", execution=GPU)
     assert_same_curve(tmp_path / "together" / "s2", tmp_path / "alone")
 
 
 def test_a_paused_graph_runs_checkpoint_holds_exactly_that_iterations_weights(cifar_data, tmp_path):
     """The host runs many iterations ahead of the run's stream: a checkpoint must wait for them, or it mixes
     weights, momentum and BN statistics of different iterations under one iteration number."""
-    with engine.Run(config(), data=cifar_data, out=tmp_path / "paused") as run:
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "paused", execution=GPU) as run:
         run.advance(37)
         run.pause()
     saved = torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=False)["state"]
-    with engine.Run(config(), data=cifar_data, out=tmp_path / "straight", checkpoint_every=10_000) as run:
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "straight",
+                    execution=GPU.replace(checkpoint_every=10_000)) as run:
         run.advance(37)
         run.wait()
         weights = {k: v.cpu() for k, v in run.state.model.state_dict().items()}
@@ -93,14 +97,14 @@ def test_a_paused_graph_runs_checkpoint_holds_exactly_that_iterations_weights(ci
 
 def test_a_cpu_checkpoint_resumes_into_a_graph_run(cifar_data, tmp_path):
     """A run checkpointed on the CPU and resumed on CUDA gets CUDA's fused, capturable update back."""
-    with engine.Run(config(), data=cifar_data, out=tmp_path / "run", device="cpu") as run:
+    cpu = GPU.replace(device="cpu")
+    with engine.Run(config(), data=cifar_data, out=tmp_path / "run", execution=cpu) as run:
         run.advance(10)
         run.pause()
-    summary = engine.train(config(), data=cifar_data, out=tmp_path / "run", resume=True, graph=True,
-                           progress=False)
-    assert summary["status"] == "finished" and summary["graph"] is True
+    summary = engine.train(config(), data=cifar_data, out=tmp_path / "run", resume=True, execution=GRAPH)
+    assert summary.status == "finished" and summary.graph is True
 
 
 def test_the_float32_control_runs_without_tf32(cifar_data, tmp_path):
-    summary = engine.train(config(precision="fp32"), data=cifar_data, out=tmp_path / "fp32", progress=False)
-    assert summary["precision"] == "float32 (TF32 off)" and torch.backends.cudnn.allow_tf32
+    summary = engine.train(config(precision="fp32"), data=cifar_data, out=tmp_path / "fp32", execution=GPU)
+    assert summary.precision == "float32 (TF32 off)" and torch.backends.cudnn.allow_tf32

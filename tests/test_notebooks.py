@@ -11,6 +11,7 @@ on the real data with their default parameters, are never overwritten.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def _execute(path: Path, cifar_root: Path, monkeypatch) -> list:
     if params is not None:
         params.source = _smoke_source(params.source)
     monkeypatch.setenv("CIFAR10_ROOT", str(cifar_root))  # the kernel inherits this process's environment
+    # the kernel finds this checkout's package whether or not it is installed (a second environment)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(NOTEBOOKS_DIR.parent),
+                                                                   os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugger warning of ipykernel
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
@@ -138,7 +142,7 @@ def test_05_and_06_use_published_networks_without_training(cifar_root, cifar_dat
     import torch
 
     from resnet import pretrained
-    from resnet.config import RECIPES
+    from resnet.config import RECIPES, Execution
     from resnet.train import train
 
     threads = torch.get_num_threads()
@@ -148,7 +152,8 @@ def test_05_and_06_use_published_networks_without_training(cifar_root, cifar_dat
             arch, recipe = name.split("-")[0], name.split("-")[-2]
             cfg = RECIPES[recipe](arch, iterations=2, eval_every=2, batch_size=32, test_subset=32,
                                   **({"val_size": 100} if recipe == "tutorial" else {"milestones": (1,)}))
-            train(cfg, data=cifar_data, out=tmp_path / "runs" / name, progress=False, device="cpu")
+            train(cfg, data=cifar_data, out=tmp_path / "runs" / name,
+                  execution=Execution(device="cpu", progress=False))
             pretrained.publish(tmp_path / "runs" / name, dest=tmp_path / "weights")
     finally:
         torch.set_num_threads(threads)

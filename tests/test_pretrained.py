@@ -10,7 +10,9 @@ import torch
 
 from resnet import models, pretrained
 from resnet import train as engine
-from resnet.config import paper_config, quick
+from resnet.config import Execution, on_schedule, paper_config
+
+QUIET = Execution(device="cpu", progress=False)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def finished_run(tmp_path_factory, cifar_data):
     out = tmp_path_factory.mktemp("run") / "resnet20-A-paper-s0"
     engine.train(paper_config("resnet20", iterations=2, milestones=(1,), eval_every=2, batch_size=32,
-                              test_subset=32), data=cifar_data, out=out, device="cpu", progress=False)
+                              test_subset=32), data=cifar_data, out=out, execution=QUIET)
     return out
 
 
@@ -28,12 +30,12 @@ def test_publish_and_load_by_name(finished_run, cifar_data, tmp_path):
     assert path.name.startswith("resnet20-A-paper-s0-") and path.suffix == ".pt"
     assert pretrained.published(tmp_path) == ("resnet20-A-paper-s0",)
     model, norm = pretrained.load("resnet20", folder=tmp_path)
-    reference, saved = engine.load_trained(finished_run)
+    reference, reference_norm = pretrained.load_file(finished_run / "model.pt")
     assert not model.training
     for (name, got), want in zip(model.state_dict().items(), reference.state_dict().values()):
         assert got.dtype == want.dtype, name  # back in float32 for inference
         torch.testing.assert_close(got, want.half().to(want.dtype) if want.is_floating_point() else want)
-    torch.testing.assert_close(norm.mean, saved["mean"])
+    torch.testing.assert_close(norm.mean, reference_norm.mean)
     images = cifar_data.test_images[:16]
     with torch.no_grad():
         got, want = model(norm(images)), reference(norm(images))
@@ -60,13 +62,14 @@ def test_damaged_missing_and_unknown_weights_are_clear_errors(finished_run, tmp_
         pretrained.load_file(tmp_path / "junk.pt")
 
 
-def test_quick_runs_publish_nothing(finished_run, tmp_path):
+@pytest.mark.parametrize("schedule", ["quick", "short"])
+def test_quick_and_short_runs_publish_nothing(finished_run, tmp_path, schedule):
     saved = torch.load(finished_run / "model.pt", weights_only=False)
-    saved["config"] = quick(paper_config("resnet20")).to_dict()
-    run = tmp_path / "quick-run"
+    saved["config"] = on_schedule(paper_config("resnet20"), schedule).to_dict()
+    run = tmp_path / f"{schedule}-run"
     run.mkdir()
     torch.save(saved, run / "model.pt")
-    with pytest.raises(pretrained.WeightsError, match="quick run"):
+    with pytest.raises(pretrained.WeightsError, match=f"a {schedule}-schedule run"):
         pretrained.publish(run, dest=tmp_path / "weights")
 
 

@@ -17,11 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet import analysis, inference, results
-from resnet import data as cifar
+from resnet import analysis, inference, pretrained, results
 from resnet import train as engine
-from resnet.config import paper_config
-from resnet.records import default_run_dir, write_json
+from resnet.config import Execution, paper_config
+from resnet.loader import normalize
+from resnet.records import RunFolder, default_run_dir, write_json
+
+QUIET = Execution(device="cpu", progress=False)
 
 TINY = dict(iterations=4, eval_every=2, milestones=(2,), batch_size=32, test_subset=64)
 RUNS = {"plain20": ("plain20", "A", 0), "resnet20-A": ("resnet20", "A", 0),
@@ -40,7 +42,7 @@ def trained(tmp_path_factory, cifar_data):
     for key, (arch, shortcut, seed) in RUNS.items():
         cfg = paper_config(arch, shortcut=shortcut, seed=seed, **TINY)
         out = default_run_dir(cfg, root=root / "runs")
-        runs[key] = (cfg, out, engine.train(cfg, data=cifar_data, out=out, device="cpu", progress=False))
+        runs[key] = (cfg, out, engine.train(cfg, data=cifar_data, out=out, execution=QUIET))
     return {"root": root, "runs": runs}
 
 
@@ -69,7 +71,7 @@ def test_load_runs_and_the_one_line_label(trained):
     runs = results.load_runs(trained["root"])
     assert sorted(runs["run"]) == ["plain20-paper-s0", "resnet20-A-paper-s0", "resnet20-A-paper-s1",
                                    "resnet20-B-paper-s0"]
-    assert list(runs.sort_values("run")["residual"]) == [False, True, True, True]
+    assert list(runs.sort_values("run").residual) == [False, True, True, True]
     text, code = results.label(results.degradation_runs(runs)).rsplit(" · ", 1)
     assert text == ("4 iterations (1/16000 of the paper's schedule), batch 32, all training images, first 64 "
                     f"test images · {runs['data'][0]} · seeds\u00a00, 1")
@@ -84,10 +86,10 @@ def test_table6_is_the_summaries_mean_and_std_over_seeds(trained):
     assert len(table) == 1
     row = table.iloc[0]
     assert row["layers"] == 20 and row["paper params"] == "0.27M" and row["params"] == "0.27M"
-    assert row["plain test"] == f"{pct(plain['final_test_error']):.2f}"
-    assert row["plain train"] == f"{pct(plain['final_train_error']):.2f}"
-    std = np.std([100 * a0["final_test_error"], 100 * a1["final_test_error"]], ddof=1)
-    assert row["ResNet test"] == (f"{pct(a0['final_test_error'], a1['final_test_error']):.2f} ± "
+    assert row["plain test"] == f"{pct(plain.final_test_error):.2f}"
+    assert row["plain train"] == f"{pct(plain.final_train_error):.2f}"
+    std = np.std([100 * a0.final_test_error, 100 * a1.final_test_error], ddof=1)
+    assert row["ResNet test"] == (f"{pct(a0.final_test_error, a1.final_test_error):.2f} ± "
                                   f"{std:.2f} (2 seeds)")
     assert row["ResNet test, paper"] == "8.75"  # option B runs are not Table 6's
 
@@ -96,8 +98,8 @@ def test_shortcut_table(trained):
     (_, _, a0), (_, _, a1), (_, _, b) = (trained["runs"][k]
                                          for k in ("resnet20-A", "resnet20-A-s1", "resnet20-B"))
     row = results.shortcut_table(results.load_runs(trained["root"])).iloc[0]
-    assert row["A test"].startswith(f"{pct(a0['final_test_error'], a1['final_test_error']):.2f} ± ")
-    assert row["B test"] == f"{pct(b['final_test_error']):.2f}"
+    assert row["A test"].startswith(f"{pct(a0.final_test_error, a1.final_test_error):.2f} ± ")
+    assert row["B test"] == f"{pct(b.final_test_error):.2f}"
     assert (row["A params"], row["B params"], row["C test"], row["C params"]) \
         == ("269,722", "272,474", "–", "–")
 
@@ -161,15 +163,15 @@ def test_confusion_and_responses_records_agree_with_the_run(results_copy, cifar_
     records = []
     for key in ("plain20", "resnet20-A"):
         cfg, run_dir, summary = results_copy["runs"][key]
-        model, saved = engine.load_trained(run_dir)
-        rec = analysis.confusion_record(model, saved, cifar_data, run_dir=run_dir, summary=summary)
+        model, norm = pretrained.load_file(run_dir / "model.pt")
+        rec = analysis.confusion_record(model, norm, cifar_data, folder=RunFolder(run_dir))
         # the reported model through the one inference path reproduces the run's own final test error
-        assert rec["test_error"] == pytest.approx(summary["final_test_error"], abs=1e-9)
+        assert rec["test_error"] == pytest.approx(summary.final_test_error, abs=1e-9)
         matrix = np.array(rec["matrix"])
         assert matrix.shape == (10, 10) and matrix.sum() == 64 == rec["test_images"]
         assert 1 - np.trace(matrix) / 64 == pytest.approx(rec["test_error"])
         write_json(root / "confusion" / f"{run_dir.name}.json", rec)
-        records.append(analysis.responses_record(model, saved, cifar_data, run_dir=run_dir, summary=summary))
+        records.append(analysis.responses_record(model, norm, cifar_data, folder=RunFolder(run_dir)))
     assert [len(r["stds"]) for r in records] == [19, 19] and records[0]["data"] == cifar_data.name
     write_json(root / "layer_responses.json", {"runs": records})
     assert [r["recipe"] for r in results.confusion_records(root)] == ["paper", "paper"]
@@ -181,12 +183,11 @@ def test_confusion_and_responses_records_agree_with_the_run(results_copy, cifar_
 
 def test_layer_response_std_is_the_population_std_of_each_layer(trained, cifar_data):
     _, run_dir, _ = trained["runs"]["resnet20-A"]
-    model, saved = engine.load_trained(run_dir)
+    model, norm = pretrained.load_file(run_dir / "model.pt")
     images = cifar_data.test_images[:7]
-    got = analysis.layer_response_std(model, images, mean=saved["mean"], std=saved["std"],
-                                      batch_size=3)  # 3+3+1
+    got = analysis.layer_response_std(model, images, mean=norm.mean, std=norm.std, batch_size=3)  # 3+3+1
     with torch.no_grad():
-        responses = model.eval().layer_responses(cifar.normalize(images, saved["mean"], saved["std"]))
+        responses = model.eval().layer_responses(normalize(images, norm.mean, norm.std))
     want = np.array([torch.std(r.double().flatten(), correction=0).item() for r in responses])
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert np.ptp(got) > 0  # per layer, not pooled over layers
@@ -194,13 +195,13 @@ def test_layer_response_std_is_the_population_std_of_each_layer(trained, cifar_d
 
 def test_logits_restore_the_mode_and_match_a_plain_forward(trained, cifar_data):
     _, run_dir, _ = trained["runs"]["plain20"]
-    model, saved = engine.load_trained(run_dir)
+    model, norm = pretrained.load_file(run_dir / "model.pt")
     model.train()
     images = cifar_data.test_images[:5]
-    out = inference.logits(model, images, mean=saved["mean"], std=saved["std"], batch_size=2)
+    out = inference.logits(model, images, mean=norm.mean, std=norm.std, batch_size=2)
     assert model.training, "the caller's mode is restored"
     with torch.no_grad():
-        want = model.eval()(cifar.normalize(images, saved["mean"], saved["std"]))
+        want = model.eval()(normalize(images, norm.mean, norm.std))
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
 
 

@@ -92,7 +92,8 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
 
     # the same command again continues from the folder left on disk, and finishes
     third = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 240)
-    assert third.returncode == 0 and third.stderr.strip().endswith("sweep: 1 of 1 runs finished"), third.stderr
+    assert third.returncode == 0, third.stderr
+    assert third.stderr.strip().endswith("sweep: 1 of 1 runs finished"), third.stderr
     assert summary(results, "plain20-paper-s0")["iterations_done"] == 60
     assert command(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "b.tar").returncode == 0
 

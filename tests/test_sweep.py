@@ -1,5 +1,8 @@
-"""Sweeps on the CPU: a failing run is recorded and the others go on, an interrupted sweep checkpoints its
-open runs, ended runs are released, and runs resumed on another device keep that device's optimizer."""
+"""Sweeps (resnet.sweep) on the CPU: processes, runs advanced in turn (the one-GPU driver) equal to runs
+alone, finished and diverged runs skipped, a time limit that checkpoints and continues, a failing run
+recorded while the others go on, an interrupted sweep that checkpoints its open runs, ended runs released;
+and what makes a run portable between devices: each device's optimizer flags, TF32 off for float32, a
+compiled network that never falls back to eager quietly."""
 
 from __future__ import annotations
 
@@ -11,16 +14,28 @@ import pytest
 import torch
 
 from resnet import inference, records
+from resnet import step as step_module
 from resnet import train as engine
-from resnet.config import paper_config, tutorial_config
-from resnet.sweep import Job, SweepOptions, run_sweep, train_in_turn
+from resnet.config import Deadline, Execution, paper_config, tutorial_config
+from resnet.distributed import Dist
+from resnet.sweep import Job, run_sweep, train_in_turn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+QUIET = Execution(device="cpu", progress=False)
 
 
 def tiny(**overrides):
     base = dict(iterations=8, milestones=(4,), eval_every=4, batch_size=32, test_subset=64)
     return paper_config("resnet20", **{**base, **overrides})
+
+
+def weights(out) -> dict[str, torch.Tensor]:
+    return torch.load(out / "model.pt", weights_only=False)["model"]
+
+
+def same_log(a, b) -> bool:
+    from resnet.results import load_log
+    return load_log(a).drop(columns="elapsed_s").equals(load_log(b).drop(columns="elapsed_s"))
 
 
 def fail_for_seed(monkeypatch, seed: int, *, after: int, error: BaseException) -> None:
@@ -41,30 +56,33 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(cifar_data, tmp_path, c
     jobs = [Job(tiny(seed=s), tmp_path / f"s{s}") for s in range(3)]
     fail_for_seed(monkeypatch, 1, after=5, error=torch.OutOfMemoryError("CUDA out of memory (simulated)"))
     if in_turn:
-        train_in_turn(jobs, SweepOptions(device="cpu", at_once=2), cifar_data)
+        train_in_turn(jobs, QUIET.replace(at_once=2), cifar_data)
     else:
-        run_sweep(jobs, data=cifar_data, device="cpu", progress=False)
-    status = [records.summary_of(j.out) for j in jobs]
-    assert [s["status"] for s in status] == ["finished", "failed", "finished"]
-    assert status[1]["message"] == "OutOfMemoryError: CUDA out of memory (simulated)"
-    assert status[1]["iterations_done"] == 5
+        run_sweep(jobs, QUIET, data=cifar_data)
+    status = [records.RunFolder(j.out).report() for j in jobs]
+    assert [s.status for s in status] == ["finished", "failed", "finished"]
+    assert status[1].message == "OutOfMemoryError: CUDA out of memory (simulated)"
+    assert status[1].iterations_done == 5
     # the failed run keeps its last checkpoint (iteration 4), and the next sweep retries it from there
     assert torch.load(jobs[1].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 4
     assert "s1: failed: OutOfMemoryError" in capsys.readouterr().err
     monkeypatch.undo()
-    assert [s["status"] for s in run_sweep(jobs, data=cifar_data, progress=False)] == ["finished"] * 3
+    assert [s.status for s in run_sweep(jobs, QUIET, data=cifar_data)] == ["finished"] * 3
 
 
 def test_an_interrupted_sweep_checkpoints_every_open_run(cifar_data, tmp_path, monkeypatch):
-    jobs = [Job(tiny(seed=s, iterations=200, eval_every=100), tmp_path / f"s{s}") for s in range(2)]
+    """Ctrl-C during one run's turn: that run may be mid-iteration, so it keeps its last periodic
+    checkpoint; every other open run is paused with a checkpoint of where it is."""
+    jobs = [Job(tiny(seed=s, iterations=200, eval_every=50), tmp_path / f"s{s}") for s in range(2)]
     fail_for_seed(monkeypatch, 1, after=60, error=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        train_in_turn(jobs, SweepOptions(device="cpu", at_once=2), cifar_data)
-    for job in jobs:
-        summary = records.summary_of(job.out)
-        assert summary["status"] == "unfinished"
-        saved = torch.load(job.out / "checkpoint.pt", weights_only=False)["state"]["iteration"]
-        assert saved == summary["iterations_done"] >= 50
+        train_in_turn(jobs, QUIET.replace(at_once=2), cifar_data)
+    paused, interrupted = (records.RunFolder(j.out).report() for j in jobs)
+    assert paused.status == "unfinished" and paused.iterations_done >= 50
+    assert torch.load(jobs[0].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == \
+        paused.iterations_done
+    assert interrupted.status == "unfinished" and "interrupted" in interrupted.message
+    assert torch.load(jobs[1].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 50
     for job in jobs:  # and their locks are released
         with records.RunLock(job.out):
             pass
@@ -74,27 +92,26 @@ def test_ended_runs_are_released_while_the_sweep_goes_on(cifar_data, tmp_path, m
     """A sweep of many runs must not keep every ended run's model, optimizer (and on CUDA graph pool)."""
     models: list[weakref.ref] = []
     alive_at_open: list[int] = []
-    enter = engine.Run.__enter__
+    build = engine.Run.__init__
 
-    def tracked_enter(run):
+    def tracked(run, *args, **kwargs):
         gc.collect()
         alive_at_open.append(sum(ref() is not None for ref in models))
-        enter(run)
+        build(run, *args, **kwargs)
         models.append(weakref.ref(run.state.model))
-        return run
 
-    monkeypatch.setattr(engine.Run, "__enter__", tracked_enter)
+    monkeypatch.setattr(engine.Run, "__init__", tracked)
     jobs = [Job(tiny(seed=s, iterations=4), tmp_path / f"s{s}") for s in range(4)]
-    train_in_turn(jobs, SweepOptions(device="cpu", at_once=1), cifar_data)
-    assert [records.summary_of(j.out)["status"] for j in jobs] == ["finished"] * 4
+    train_in_turn(jobs, QUIET.replace(at_once=1), cifar_data)
+    assert [records.RunFolder(j.out).status for j in jobs] == ["finished"] * 4
     assert alive_at_open == [0, 0, 0, 0]
 
 
 def test_runs_of_a_process_share_one_copy_of_the_data(cifar_data):
-    a = engine.on_device(cifar_data, torch.device("cpu"))
-    b = engine.on_device(cifar_data, torch.device("cpu"))
+    a = step_module.on_device(cifar_data, torch.device("cpu"))
+    b = step_module.on_device(cifar_data, torch.device("cpu"))
     assert all(x is y for x, y in zip(a, b))
-    one = engine.RunData.prepare(tiny(), cifar_data, torch.device("cpu"), engine.Dist())
+    one = step_module.DeviceData.prepare(tiny(), cifar_data, torch.device("cpu"), Dist())
     assert one.loader.images.data_ptr() == a[0].data_ptr()  # the full training set is not copied per run
 
 
@@ -103,17 +120,17 @@ def test_a_checkpoint_from_another_device_keeps_this_devices_optimizer(cifar_dat
     """Optimizer.load_state_dict restores the saved flags: a checkpoint written by a CUDA run (fused,
     capturable, a tensor rate) resumed on the CPU must get the CPU's optimizer back, and still step."""
     cfg = (tutorial_config if recipe == "tutorial" else paper_config)("resnet20", batch_size=32)
-    cpu = engine.RunState.new(cfg, torch.device("cpu"), 10)
-    built = [{k: g.get(k) for k in engine.DEVICE_FLAGS} for g in cpu.optimizer.param_groups]
+    cpu = step_module.RunState.new(cfg, torch.device("cpu"), 10)
+    built = [{k: g.get(k) for k in step_module.DEVICE_FLAGS} for g in cpu.optimizer.param_groups]
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     torch.nn.functional.cross_entropy(cpu.model(x), y).backward()
     cpu.optimizer.step()
     saved = cpu.to_checkpoint()
     for group in saved["optimizer"]["param_groups"]:  # what a CUDA run's checkpoint carries
         group.update(fused=True, foreach=None, capturable=True, lr=torch.tensor(0.05))
-    resumed = engine.RunState.new(cfg, torch.device("cpu"), 10)
+    resumed = step_module.RunState.new(cfg, torch.device("cpu"), 10)
     resumed.load_checkpoint(saved)
-    assert [{k: g.get(k) for k in engine.DEVICE_FLAGS} for g in resumed.optimizer.param_groups] == built
+    assert [{k: g.get(k) for k in step_module.DEVICE_FLAGS} for g in resumed.optimizer.param_groups] == built
     torch.nn.functional.cross_entropy(resumed.model(x), y).backward()
     resumed.optimizer.step()  # a capturable Adam refuses CPU tensors here
     assert all(p.isfinite().all() for p in resumed.model.parameters())
@@ -134,7 +151,7 @@ def test_the_float32_control_turns_tf32_off_on_cuda():
 
 
 def test_a_compiled_sweep_never_falls_back_to_eager_quietly():
-    net = engine.compiled(torch.nn.Linear(2, 2))
+    net = step_module.compiled(torch.nn.Linear(2, 2))
     config = torch._dynamo.config
     limit = getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 0))
     assert limit >= 128 and (getattr(config, "fail_on_recompile_limit_hit", False)
@@ -144,5 +161,71 @@ def test_a_compiled_sweep_never_falls_back_to_eager_quietly():
 
 def test_the_last_line_after_a_deadline(cifar_data, tmp_path, capsys):
     jobs = [Job(tiny(seed=s), tmp_path / f"s{s}") for s in range(2)]
-    run_sweep(jobs, data=cifar_data, progress=False, deadline=engine.Deadline(time.time() + 0.5))
+    run_sweep(jobs, QUIET.replace(deadline=Deadline(time.time() + 0.5)), data=cifar_data)
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sweep: 0 of 2 runs finished")
+
+
+def test_sweep_runs_in_processes_and_skips_finished(cifar_root, tmp_path, capsys):
+    jobs = [Job(tiny(seed=s), tmp_path / f"s{s}") for s in (0, 1)]
+    summaries = run_sweep(jobs, QUIET.replace(at_once=2), data_dir=str(cifar_root))
+    assert [s.status for s in summaries] == ["finished", "finished"]
+    assert summaries[0].final_train_error != summaries[1].final_train_error or \
+        summaries[0].final_test_error != summaries[1].final_test_error
+    stamps = [(j.out / "summary.json").stat().st_mtime_ns for j in jobs]
+    assert run_sweep(jobs, QUIET.replace(at_once=2), data_dir=str(cifar_root)) == summaries
+    assert [(j.out / "summary.json").stat().st_mtime_ns for j in jobs] == stamps
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "sweep: 2 of 2 runs finished"
+
+
+def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys, monkeypatch):
+    """A sweep that meets its deadline leaves every unfinished run checkpointed; the same sweep continues."""
+    jobs = [Job(tiny(seed=s, iterations=40, eval_every=10), tmp_path / f"s{s}") for s in (0, 1)]
+    step = step_module.TrainStep.__call__
+    monkeypatch.setattr(step_module.TrainStep, "__call__",
+                        lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
+    # the first run starts, then has to pause; the second never starts
+    soon = Deadline(time.time() + 8)
+    summaries = run_sweep(jobs, QUIET.replace(deadline=soon), data=cifar_data)
+    assert time.time() < soon.at
+    assert summaries[0].status == "unfinished" and summaries[1].status == "missing"
+    paused_at = torch.load(jobs[0].out / "checkpoint.pt", weights_only=False)["state"]["iteration"]
+    assert 0 < paused_at == summaries[0].iterations_done < 40
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "sweep: 0 of 2 runs finished; running the same command again continues the unfinished ones"
+    monkeypatch.undo()
+    summaries = run_sweep(jobs, QUIET, data=cifar_data)
+    assert [s.status for s in summaries] == ["finished", "finished"]
+
+
+def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, monkeypatch):
+    """The one-GPU driver (several runs in one process, advanced in turn), here on the CPU: each run ends
+    exactly as it does alone, and a deadline pauses the open runs with checkpoints."""
+    jobs = [Job(tiny(seed=s, iterations=8, eval_every=4), tmp_path / "turns" / f"s{s}") for s in range(3)]
+    train_in_turn(jobs, QUIET.replace(at_once=2), cifar_data)
+    assert [records.RunFolder(j.out).status for j in jobs] == ["finished"] * 3
+    engine.train(jobs[2].config, data=cifar_data, out=tmp_path / "alone", execution=QUIET)
+    assert same_log(jobs[2].out, tmp_path / "alone")
+    assert all(torch.equal(weights(jobs[2].out)[k], v) for k, v in weights(tmp_path / "alone").items())
+
+    step = step_module.TrainStep.__call__
+    monkeypatch.setattr(step_module.TrainStep, "__call__",
+                        lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
+    late = [Job(tiny(seed=s, iterations=200, eval_every=50), tmp_path / "late" / f"s{s}") for s in range(2)]
+    deadline = Deadline(time.time() + 13)
+    train_in_turn(late, QUIET.replace(deadline=deadline), cifar_data)
+    assert time.time() < deadline.at
+    for job in late:
+        summary = records.RunFolder(job.out).report()
+        assert summary.status == "unfinished" and 0 < summary.iterations_done < 200
+        assert torch.load(job.out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == \
+            summary.iterations_done
+    assert capsys.readouterr().err.count("stopped by the time limit at iteration") == 2
+
+
+def test_sweep_skips_a_diverged_run(cifar_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(engine.Diverged):
+        engine.train(tiny(lr=1e12, iterations=20, eval_every=2), data=cifar_data, out=out, execution=QUIET)
+    jobs = [Job(tiny(lr=1e12, iterations=20, eval_every=2), out)]
+    assert run_sweep(jobs, QUIET, data=cifar_data)[0].status == "diverged"
+    assert "diverged before, skipped" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""The training engine: the recipe at its edges, run records, exact resume (after kill -9 and after a time
-limit), divergence, the run-folder lock, sweeps and DDP. GPU-only checks are in tests/test_gpu.py."""
+"""The training engine (resnet.train, resnet.step): run records, learning, exact resume (after kill -9 and
+after a time limit), divergence, bad arguments, the run-folder lock, the tutorial recipe's selection, the
+warm-up, and data parallelism (two gloo processes). GPU-only checks are in tests/test_gpu.py."""
 
 from __future__ import annotations
 
-import dataclasses
+import csv
 import json
 import os
 import signal
@@ -16,14 +17,16 @@ import pytest
 import torch
 
 from resnet import records
+from resnet import step as step_module
 from resnet import train as engine
-from resnet.config import (ConfigError, RunConfig, learning_rate, paper_config, quick, scaled_schedule,
-                           tutorial_config)
+from resnet.cifar10 import load_data
+from resnet.config import Deadline, Execution, learning_rate, paper_config, scaled_schedule, tutorial_config
+from resnet.records import RunFolder
 from resnet.sweep import Job, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
-
+QUIET = Execution(device="cpu", progress=False)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,128 +41,65 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "model.pt", weights_only=False)["model"]
 
 
+def log_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def same_log(a: Path, b: Path) -> bool:
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
-    return strip(records.read_log_rows(a / "log.csv")) == strip(records.read_log_rows(b / "log.csv"))
-
-
-# ---------------------------------------------------------------------------------------------- recipe
-def test_paper_defaults():
-    cfg = RunConfig()
-    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) \
-        == ("sgd", 0.1, 0.9, 1e-4, 128)
-    assert (cfg.iterations, cfg.milestones, cfg.eval_every, cfg.val_size) \
-        == (64_000, (32_000, 48_000), 500, 0)
-    assert (cfg.precision, cfg.depth) == ("bf16", 20)
-    assert paper_config("resnet56").warmup_lr is None
-    assert paper_config("resnet110").warmup_lr == 0.01
-    assert paper_config("resnet1202").warmup_lr == 0.01
-    assert paper_config("resnet152").warmup_lr is None  # the ImageNet family has no CIFAR warm-up
-
-
-@pytest.mark.parametrize("it, lr", [(0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001),
-                                    (63_999, 0.001), (64_000, 0.001)])
-def test_schedule_edges(it, lr):
-    assert learning_rate(it, RunConfig()) == pytest.approx(lr)
-
-
-def test_warmup_edges():
-    cfg = paper_config("resnet110")
-    assert learning_rate(0, cfg) == 0.01 and learning_rate(5000, cfg) == 0.01  # training error not yet < 80%
-    assert learning_rate(399, cfg, warmup_end=400) == 0.01
-    assert learning_rate(400, cfg, warmup_end=400) == pytest.approx(0.1)  # back to 0.1, then the schedule
-    assert learning_rate(32_000, cfg, warmup_end=400) == pytest.approx(0.01)
-    assert learning_rate(48_000, cfg, warmup_end=400) == pytest.approx(0.001)
-
-
-def test_scaled_and_quick_schedules():
-    assert scaled_schedule(64_000) == {"iterations": 64_000, "milestones": (32_000, 48_000)}
-    assert scaled_schedule(200)["milestones"] == (100, 150)
-    q = quick(paper_config("resnet56"))
-    assert (q.iterations, q.milestones, q.train_subset) == (200, (100, 150), 10_000)
-    assert quick(tutorial_config("resnet20")).val_size == 1_000
-    with pytest.raises(ConfigError):
-        scaled_schedule(0)
-
-
-def test_tutorial_recipe():
-    cfg = tutorial_config("resnet20")
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.val_size, cfg.eval_every, cfg.patience,
-            cfg.max_epochs) == ("adam", 1e-3, 1e-4, 5000, 50, 5, 50)
-    assert learning_rate(10_000, cfg) == 1e-3
-
-
-def test_config_is_frozen_and_validated():
-    cfg = RunConfig()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.lr = 1.0
-    with pytest.raises(ConfigError, match="unknown config keys: lrr"):
-        cfg.replace(lrr=0.2)
-    with pytest.raises(ConfigError, match="iterations"):
-        cfg.replace(iterations=-5)
-    with pytest.raises(ConfigError, match="unknown arch"):
-        RunConfig(arch="resnet21")
-    with pytest.raises(ConfigError, match="precision"):
-        cfg.replace(precision="fp16")
-    with pytest.raises(ConfigError, match="validation split"):
-        cfg.replace(patience=3)  # early stopping without a validation split would select on the test set
-    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-
-
-def test_run_folder_names():
-    root = Path("r")
-    assert records.default_run_dir(tiny(), root=root) == root / "resnet20-A-paper-s0"
-    assert records.default_run_dir(paper_config("plain56", seed=2), root=root) == root / "plain56-paper-s2"
-    assert records.default_run_dir(tiny(precision="fp32"), root=root) == root / "resnet20-A-paper-s0-fp32"
+    def strip(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    return strip(log_rows(a)) == strip(log_rows(b))
 
 
 # ---------------------------------------------------------------------------------------------- records
 def test_short_run_writes_all_records(cifar_data, tmp_path):
     out = tmp_path / "run"
-    summary = engine.train(tiny(), data=cifar_data, out=out, progress=False)
+    summary = engine.train(tiny(), data=cifar_data, out=out, execution=QUIET)
     assert {p.name for p in out.iterdir()} >= {"config.json", "log.csv", "summary.json", "checkpoint.pt",
                                                "model.pt"}
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"] == tiny().to_dict()
     assert saved["run"]["graph"] is False and saved["run"]["device"] == "cpu"
-    rows = records.read_log_rows(out / "log.csv")
+    rows = log_rows(out)
     assert [int(r["iteration"]) for r in rows] == [3, 6]
     assert float(rows[0]["lr"]) == pytest.approx(0.1) and float(rows[1]["lr"]) == pytest.approx(0.01)
     for r in rows:
         assert 0 <= float(r["train_error"]) <= 1 and 0 <= float(r["test_error"]) <= 1
         assert float(r["train_loss"]) > 0 and float(r["elapsed_s"]) > 0
-    assert json.loads((out / "summary.json").read_text()) == summary
+    assert RunFolder(out).summary() == summary
     for key in ("final_test_error", "iterations_done", "status", "parameters", "wall_time_s", "images_per_s",
-                "device", "torch_version", "git_commit", "data_fingerprint", "data"):
-        assert summary[key] not in (None, ""), key
-    assert summary["status"] == "finished" and summary["iterations_done"] == 6
-    assert summary["final_test_error"] == float(rows[-1]["test_error"])
-    assert summary["parameters"] == 269_722 and summary["precision"] == "float32"
-    assert (summary["data_fingerprint"], summary["data"]) == (cifar_data.fingerprint, cifar_data.name)
+                "ms_per_iteration", "device", "torch_version", "git_commit", "code_fingerprint",
+                "data_fingerprint", "data"):
+        assert getattr(summary, key) not in (None, ""), key
+    assert summary.status == "finished" and summary.iterations_done == 6
+    assert summary.final_test_error == float(rows[-1]["test_error"])
+    assert summary.parameters == 269_722 and summary.precision == "float32"
+    assert (summary.data_fingerprint, summary.data) == (cifar_data.fingerprint, cifar_data.name)
     assert not list(out.glob(".*tmp*")), "no temporary files are left behind"
 
 
 def test_existing_run_is_not_overwritten(cifar_data, tmp_path):
     out = tmp_path / "run"
-    engine.train(tiny(), data=cifar_data, out=out, progress=False)
+    engine.train(tiny(), data=cifar_data, out=out, execution=QUIET)
     before = (out / "summary.json").read_bytes()
     with pytest.raises(records.RunFolderError, match="--resume"):
-        engine.train(tiny(), data=cifar_data, out=out, progress=False)
+        engine.train(tiny(), data=cifar_data, out=out, execution=QUIET)
     with pytest.raises(records.RunFolderError, match="another config"):
-        engine.train(tiny(lr=0.05), data=cifar_data, out=out, progress=False, resume=True)
+        engine.train(tiny(lr=0.05), data=cifar_data, out=out, execution=QUIET, resume=True)
     assert (out / "summary.json").read_bytes() == before
     # resuming a finished run changes nothing
-    assert engine.train(tiny(), data=cifar_data, out=out, progress=False, resume=True)["status"] == "finished"
+    assert engine.train(tiny(), data=cifar_data, out=out, execution=QUIET, resume=True).status == "finished"
     assert (out / "summary.json").read_bytes() == before
 
 
 def test_training_learns(cifar_data, tmp_path):
     """On the learnable synthetic set, a short run clearly beats chance (90% error)."""
     cfg = tiny(iterations=60, milestones=(45,), eval_every=30, test_subset=None)
-    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", progress=False)
-    rows = records.read_log_rows(tmp_path / "run" / "log.csv")
+    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
+    rows = log_rows(tmp_path / "run")
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
-    assert summary["final_test_error"] < 0.6
+    assert summary.final_test_error < 0.6
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -167,13 +107,13 @@ def test_pause_anywhere_and_resume_equals_uninterrupted(cifar_data, tmp_path):
     """A run paused between evaluations (as a time limit does) and resumed in a new Run ends with exactly
     the log and weights of an uninterrupted run: the checkpoint is the whole state."""
     cfg = tiny(iterations=12, milestones=(5,), eval_every=4)
-    engine.train(cfg, data=cifar_data, out=tmp_path / "ref", progress=False)
-    with engine.Run(cfg, data=cifar_data, out=tmp_path / "paused") as run:
+    engine.train(cfg, data=cifar_data, out=tmp_path / "ref", execution=QUIET)
+    with engine.Run(cfg, data=cifar_data, out=tmp_path / "paused", execution=QUIET) as run:
         run.advance(7)
-        assert run.pause()["status"] == "unfinished"
-    assert records.summary_of(tmp_path / "paused")["iterations_done"] == 7
-    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "paused", progress=False, resume=True)
-    assert summary["status"] == "finished" and summary["iterations_done"] == 12
+        assert run.pause().status == "unfinished"
+    assert records.RunFolder(tmp_path / "paused").report().iterations_done == 7
+    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "paused", execution=QUIET, resume=True)
+    assert summary.status == "finished" and summary.iterations_done == 12
     assert same_log(tmp_path / "paused", tmp_path / "ref")
     ref = weights(tmp_path / "ref")
     assert all(torch.equal(weights(tmp_path / "paused")[k], ref[k]) for k in ref)
@@ -182,7 +122,7 @@ def test_pause_anywhere_and_resume_equals_uninterrupted(cifar_data, tmp_path):
 def test_kill_and_resume_equals_uninterrupted(cifar_root, cifar_data, tmp_path):
     """kill -9 of the command line mid-run, then --resume, ends exactly where an uninterrupted run ends."""
     cfg = paper_config("resnet20", **scaled_schedule(20), eval_every=10, test_subset=100)
-    engine.train(cfg, data=cifar_data, out=tmp_path / "ref", progress=False)
+    engine.train(cfg, data=cifar_data, out=tmp_path / "ref", execution=QUIET)
     out = tmp_path / "killed"
     args = ["--arch", "resnet20", "--iterations", 20, "--eval-every", 10, "--checkpoint-every", 4,
             "--out", out, "--data-dir", cifar_root, "--device", "cpu", "--no-progress",
@@ -199,7 +139,7 @@ def test_kill_and_resume_equals_uninterrupted(cifar_root, cifar_data, tmp_path):
     assert 0 < killed_at < 20
 
     # the kill left the lock file behind, but the kernel released the lock with the process
-    engine.train(cfg, data=cifar_data, out=out, progress=False, resume=True, checkpoint_every=4)
+    engine.train(cfg, data=cifar_data, out=out, execution=QUIET.replace(checkpoint_every=4), resume=True)
     assert same_log(out, tmp_path / "ref")
     assert json.loads((out / "summary.json").read_text())["iterations_done"] == 20
     ref = weights(tmp_path / "ref")
@@ -211,10 +151,10 @@ def test_time_limit_from_the_command_line(run_script, cifar_root, tmp_path, monk
     """--time-limit ends the command cleanly (exit 0, checkpoint written, a last line that says how to
     continue); the same command with --resume continues."""
     # pretend this process started long ago, so that the limit is reached after a few iterations
-    deadline = engine.Deadline(time.time() + 6)
-    monkeypatch.setattr(engine.Deadline, "after", classmethod(lambda cls, s: deadline if s else cls(None)))
-    slow_step = engine.TrainStep.__call__
-    monkeypatch.setattr(engine.TrainStep, "__call__",
+    deadline = Deadline(time.time() + 6)
+    monkeypatch.setattr(Deadline, "after", classmethod(lambda cls, s: deadline if s else cls(None)))
+    slow_step = step_module.TrainStep.__call__
+    monkeypatch.setattr(step_module.TrainStep, "__call__",
                         lambda self, x, y: (time.sleep(0.3), slow_step(self, x, y)))
     out = tmp_path / "run"
     args = ("--arch", "resnet20", "--iterations", 400, "--eval-every", 50, "--data-dir", cifar_root,
@@ -224,24 +164,16 @@ def test_time_limit_from_the_command_line(run_script, cifar_root, tmp_path, monk
     assert time.time() < deadline.at, "stopped before the deadline"
     last = result.err.strip().splitlines()[-1]
     assert "0 of 1 runs finished" in last and "--resume" in last
-    summary = records.summary_of(out)
-    assert summary["status"] == "unfinished" and 0 < summary["iterations_done"] < 400
+    summary = records.RunFolder(out).report()
+    assert summary.status == "unfinished" and 0 < summary.iterations_done < 400
     assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["iteration"] \
-        == summary["iterations_done"]
-
-
-def test_deadline():
-    assert engine.Deadline.after(None).remaining() == float("inf")
-    left = engine.Deadline.after(100).remaining()
-    assert left == pytest.approx(100 - engine._process_age(), abs=1.0)  # from this process's start
-    with pytest.raises(ConfigError, match="positive"):
-        engine.Deadline.after(0)
+        == summary.iterations_done
 
 
 # ---------------------------------------------------------------------------------------------- faults
 def test_divergence_stops_and_keeps_last_good_checkpoint(cifar_data, tmp_path, monkeypatch):
     """Weights that become NaN with a finite loss (as a far too high rate can do) end the run as diverged."""
-    step = engine.TrainStep.__call__
+    step = step_module.TrainStep.__call__
 
     def poisoned(self, x, y):
         step(self, x, y)
@@ -249,13 +181,13 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(cifar_data, tmp_path, m
             with torch.no_grad():
                 next(self.net.parameters()).fill_(float("nan"))
 
-    monkeypatch.setattr(engine.TrainStep, "__call__", poisoned)
+    monkeypatch.setattr(step_module.TrainStep, "__call__", poisoned)
     out = tmp_path / "run"
     with pytest.raises(engine.Diverged, match="non-finite"):
-        engine.train(tiny(iterations=20, eval_every=10, ), data=cifar_data, out=out, progress=False,
-                     checkpoint_every=2)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "diverged" and "non-finite" in summary["message"]
+        engine.train(tiny(iterations=20, eval_every=10), data=cifar_data, out=out,
+                     execution=QUIET.replace(checkpoint_every=2))
+    summary = RunFolder(out).summary()
+    assert summary.status == "diverged" and "non-finite" in summary.message
     state = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
     assert state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -268,7 +200,7 @@ def test_divergence_from_the_command_line(run_script, cifar_root, tmp_path):
                         "--device", "cpu", "--test-subset", 64)
     assert result.code == 3, result.err
     assert result.err.startswith("diverged:") and "Traceback" not in result.err
-    assert records.summary_of(tmp_path / "run")["status"] == "diverged"
+    assert records.RunFolder(tmp_path / "run").status == "diverged"
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -307,135 +239,71 @@ def test_a_run_held_by_another_process_is_left_alone(cifar_data, tmp_path, capsy
     out = tmp_path / "run"
     with records.RunLock(out):  # as if another process were training it
         with pytest.raises(records.RunFolderError, match=f"process {os.getpid()}"):
-            engine.train(tiny(), data=cifar_data, out=out, progress=False)
-        summaries = run_sweep([Job(tiny(), out)], data=cifar_data, progress=False)
-        assert summaries[0]["status"] == "missing"
+            engine.train(tiny(), data=cifar_data, out=out, execution=QUIET)
+        summaries = run_sweep([Job(tiny(), out)], QUIET, data=cifar_data)
+        assert summaries[0].status == "missing"
         err = capsys.readouterr().err
         assert f"process {os.getpid()}" in err and "left alone" in err
         assert err.strip().splitlines()[-1].startswith("sweep: 0 of 1 runs finished")
     assert not (out / "summary.json").exists() and not (out / "checkpoint.pt").exists()
     # lock released
-    assert engine.train(tiny(), data=cifar_data, out=out, progress=False)["status"] == "finished"
+    assert engine.train(tiny(), data=cifar_data, out=out, execution=QUIET).status == "finished"
 
 
 # ---------------------------------------------------------------------------------------------- recipes
 def test_tutorial_recipe_selects_on_validation(cifar_data, tmp_path):
     cfg = tutorial_config("resnet20", iterations=40, eval_every=4, val_size=200, batch_size=32, patience=2,
                           test_subset=64)
-    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", progress=False)
-    rows = records.read_log_rows(tmp_path / "run" / "log.csv")
+    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
+    rows = log_rows(tmp_path / "run")
     vals = [float(r["val_error"]) for r in rows]
     best = min(range(len(vals)), key=lambda i: (vals[i], i))
-    assert summary["selection"] == "validation"
-    assert summary["selected_iteration"] == int(rows[best]["iteration"])
-    assert summary["final_test_error"] == pytest.approx(float(rows[best]["test_error"]))
+    assert summary.selection == "validation"
+    assert summary.selected_iteration == int(rows[best]["iteration"])
+    assert summary.final_test_error == pytest.approx(float(rows[best]["test_error"]))
     # stopped exactly when more than `patience` checks in a row had not improved (or at the end)
     assert len(rows) - 1 - best <= cfg.patience + 1
-    if summary["iterations_done"] < 40:
+    if summary.iterations_done < 40:
         assert len(rows) - 1 - best == cfg.patience + 1
 
 
 def test_warmup_ends_when_training_error_falls(cifar_data, tmp_path):
     cfg = tiny(iterations=40, eval_every=10, milestones=(30,), warmup_lr=0.01, warmup_check_every=5,
                warmup_until_train_error=0.95)
-    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", progress=False)
-    end = summary["warmup_end"]
+    summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
+    end = summary.warmup_end
     assert end is not None and end % 5 == 0 and end <= 40
-    for r in records.read_log_rows(tmp_path / "run" / "log.csv"):
+    for r in log_rows(tmp_path / "run"):
         assert float(r["lr"]) == pytest.approx(learning_rate(int(r["iteration"]) - 1, cfg, warmup_end=end))
 
 
-# ---------------------------------------------------------------------------------------------- sweeps
-def test_sweep_runs_in_processes_and_skips_finished(cifar_root, tmp_path, capsys):
-    jobs = [Job(tiny(seed=s), tmp_path / f"s{s}") for s in (0, 1)]
-    summaries = run_sweep(jobs, at_once=2, data_dir=str(cifar_root), progress=False)
-    assert [s["status"] for s in summaries] == ["finished", "finished"]
-    assert summaries[0]["final_train_error"] != summaries[1]["final_train_error"] or \
-        summaries[0]["final_test_error"] != summaries[1]["final_test_error"]
-    stamps = [(j.out / "summary.json").stat().st_mtime_ns for j in jobs]
-    assert run_sweep(jobs, at_once=2, data_dir=str(cifar_root), progress=False) == summaries
-    assert [(j.out / "summary.json").stat().st_mtime_ns for j in jobs] == stamps
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "sweep: 2 of 2 runs finished"
-
-
-def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys, monkeypatch):
-    """A sweep that meets its deadline leaves every unfinished run checkpointed; the same sweep continues."""
-    jobs = [Job(tiny(seed=s, iterations=40, eval_every=10), tmp_path / f"s{s}") for s in (0, 1)]
-    step = engine.TrainStep.__call__
-    monkeypatch.setattr(engine.TrainStep, "__call__", lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
-    # the first run starts, then has to pause; the second never starts
-    soon = engine.Deadline(time.time() + 8)
-    summaries = run_sweep(jobs, data=cifar_data, progress=False, deadline=soon)
-    assert time.time() < soon.at
-    assert summaries[0]["status"] == "unfinished" and summaries[1]["status"] == "missing"
-    paused_at = torch.load(jobs[0].out / "checkpoint.pt", weights_only=False)["state"]["iteration"]
-    assert 0 < paused_at == summaries[0]["iterations_done"] < 40
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "sweep: 0 of 2 runs finished; running the same command again continues the unfinished ones"
-    monkeypatch.undo()
-    summaries = run_sweep(jobs, data=cifar_data, progress=False)
-    assert [s["status"] for s in summaries] == ["finished", "finished"]
-
-
-def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, monkeypatch):
-    """The one-GPU driver (several runs in one process, advanced in turn), here on the CPU: each run ends
-    exactly as it does alone, and a deadline pauses the open runs with checkpoints."""
-    from resnet.sweep import SweepOptions, train_in_turn
-    jobs = [Job(tiny(seed=s, iterations=8, eval_every=4), tmp_path / "turns" / f"s{s}") for s in range(3)]
-    train_in_turn(jobs, SweepOptions(device="cpu", at_once=2), cifar_data)
-    assert [records.summary_of(j.out)["status"] for j in jobs] == ["finished"] * 3
-    engine.train(jobs[2].config, data=cifar_data, out=tmp_path / "alone", progress=False)
-    assert same_log(jobs[2].out, tmp_path / "alone")
-    assert all(torch.equal(weights(jobs[2].out)[k], v) for k, v in weights(tmp_path / "alone").items())
-
-    step = engine.TrainStep.__call__
-    monkeypatch.setattr(engine.TrainStep, "__call__", lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
-    late = [Job(tiny(seed=s, iterations=200, eval_every=50), tmp_path / "late" / f"s{s}") for s in range(2)]
-    deadline = engine.Deadline(time.time() + 13)
-    train_in_turn(late, SweepOptions(device="cpu", deadline=deadline), cifar_data)
-    assert time.time() < deadline.at
-    for job in late:
-        summary = records.summary_of(job.out)
-        assert summary["status"] == "unfinished" and 0 < summary["iterations_done"] < 200
-        assert torch.load(job.out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == \
-            summary["iterations_done"]
-    assert capsys.readouterr().err.count("stopped by the time limit at iteration") == 2
-
-
-def test_sweep_skips_a_diverged_run(cifar_data, tmp_path, capsys):
-    out = tmp_path / "run"
-    with pytest.raises(engine.Diverged):
-        engine.train(tiny(lr=1e12, iterations=20, eval_every=2), data=cifar_data, out=out, progress=False)
-    assert run_sweep([Job(tiny(lr=1e12, iterations=20, eval_every=2), out)], data=cifar_data)[0]["status"] \
-        == "diverged"
-    assert "diverged before, skipped" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------------------------------------- DDP
-def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+def _joined(rank: int, world: int, port: int):
+    """This process's place in a gloo job of ``world`` processes on this machine."""
     from resnet.distributed import Dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist = Dist(rank=rank, world_size=world, local_rank=rank)
-    with engine.Run(tiny(iterations=4, eval_every=2), data=engine.load_data(root), out=out, device="cpu",
+    return Dist(rank=rank, world_size=world, local_rank=rank)
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    dist = _joined(rank, world, port)
+    with engine.Run(tiny(iterations=4, eval_every=2), data=load_data(root), out=out, execution=QUIET,
                     dist=dist) as run:
         run.advance(10)
-        run.finish()
         torch.save(run.state.model.state_dict(), Path(out) / f"rank{rank}.weights")
+        run.finish()
     dist.close()
 
 
 def _ddp_deadline_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
-    from resnet.distributed import Dist
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist = Dist(rank=rank, world_size=world, local_rank=rank)
-    with engine.Run(tiny(iterations=40, eval_every=20), data=engine.load_data(root), out=out, device="cpu",
+    dist = _joined(rank, world, port)
+    with engine.Run(tiny(iterations=40, eval_every=20), data=load_data(root), out=out, execution=QUIET,
                     dist=dist) as run:
         run.advance(12)  # iteration 12; the next joint decision falls at iteration 20
         # rank 1's time is up, rank 0's is not: alone, rank 1 would stop and rank 0 would wait forever
-        late = engine.Deadline(time.time() - 1) if rank == 1 else engine.Deadline()
-        trained = run.advance(28, deadline=late)
+        run.execution = QUIET.replace(deadline=Deadline(time.time() - 1) if rank == 1 else Deadline())
+        trained = run.advance(28)
         (Path(out) / f"rank{rank}.stopped").write_text(f"{run.state.iteration} {trained}")
         run.pause()
     dist.close()
@@ -450,7 +318,7 @@ def test_data_parallel_processes_stop_for_a_deadline_together(cifar_root, tmp_pa
                                 nprocs=2)
     stopped = [(tmp_path / f"rank{r}.stopped").read_text() for r in (0, 1)]
     assert stopped == ["20 8", "20 8"]
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "unfinished"
+    assert RunFolder(tmp_path).status == "unfinished"
 
 
 def test_two_gloo_processes_agree_on_weights(cifar_root, cifar_data, tmp_path):
@@ -464,8 +332,8 @@ def test_two_gloo_processes_agree_on_weights(cifar_root, cifar_data, tmp_path):
     params = [k for k in w0 if "running_" not in k and "num_batches" not in k]
     for k in params:
         assert torch.allclose(w0[k], w1[k], atol=1e-6), k
-    with engine.Run(tiny(), data=cifar_data, out=tmp_path / "init", device="cpu") as run:
+    with engine.Run(tiny(), data=cifar_data, out=tmp_path / "init", execution=QUIET) as run:
         init = run.state.model.state_dict()
     assert any(not torch.equal(init[k], w0[k]) for k in params), "the processes trained"
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["status"] == "finished"
+    summary = RunFolder(tmp_path).summary()
+    assert summary.world_size == 2 and summary.status == "finished"

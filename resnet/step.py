@@ -1,0 +1,346 @@
+"""The parts of a training run: what it trains on (:class:`DeviceData`), its state, which is its checkpoint
+(:class:`RunState`), one iteration (:class:`TrainStep`, or :class:`CudaGraphStep`: the same step captured
+once in a CUDA graph and replayed), and :func:`evaluate`. resnet.train puts them together into a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from resnet import inference, models
+from resnet.cifar10 import CIFAR10, train_val_split
+from resnet.config import ConfigError, RunConfig
+from resnet.distributed import Dist
+from resnet.loader import TrainLoader, normalization_stats
+
+__all__ = ["Diverged", "DeviceData", "on_device", "RunState", "make_step", "SINCE_EVAL", "SINCE_WARMUP_CHECK",
+           "DEVICE_FLAGS",
+           "keep_device_flags", "set_learning_rate", "compiled", "TrainStep", "CudaGraphStep", "evaluate"]
+
+SINCE_EVAL, SINCE_WARMUP_CHECK = 0, 1  # the rows of RunState.stats
+
+
+class Diverged(RuntimeError):
+    """The training loss or the weights became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run trains on
+
+@dataclass
+class DeviceData:
+    """What one run trains and evaluates on, on its device: the training batches, the normalisation (from
+    the training images only), the test and validation sets, and the data set's name."""
+
+    loader: TrainLoader
+    mean: torch.Tensor
+    std: torch.Tensor
+    test: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    total_iterations: int
+    classes: tuple[str, ...]
+    name: str
+    fingerprint: str
+
+    @classmethod
+    def prepare(cls, config: RunConfig, data: CIFAR10, device: torch.device, dist: Dist) -> DeviceData:
+        images, labels, test_images, test_labels = on_device(data, device)
+        val = None
+        if config.val_size:
+            if config.val_size >= len(labels):
+                raise ConfigError(f"val_size {config.val_size} leaves no training images "
+                                  f"(have {len(labels)})")
+            split = train_val_split(len(labels), val_size=config.val_size, seed=0)
+            train_idx, val_idx = (i.to(device) for i in split)
+            val = (images[val_idx], labels[val_idx])
+            images, labels = images[train_idx], labels[train_idx]
+        if config.train_subset:
+            if config.train_subset > len(labels):
+                raise ConfigError(f"train_subset {config.train_subset} exceeds the {len(labels)} "
+                                  "training images")
+            # a fixed, seed-independent subset: every network of a quick sweep sees the same images
+            keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(12345))
+            keep = keep[: config.train_subset].sort().values.to(device)
+            images, labels = images[keep], labels[keep]
+        if len(labels) < config.batch_size:
+            raise ConfigError(f"only {len(labels)} training images; a batch needs {config.batch_size}")
+        if config.batch_size % dist.world_size:
+            raise ConfigError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} "
+                              "processes")
+        n_test = config.test_subset or len(test_labels)
+        # the normalisation comes from the training images only, never the test set
+        mean, std = normalization_stats(images, mode=config.normalization)
+        loader = TrainLoader(images, labels, batch_size=config.batch_size, seed=config.seed, mean=mean,
+                                   std=std)
+        total = config.iterations if config.max_epochs is None else min(config.iterations,
+                                                                         config.max_epochs * len(loader))
+        return cls(loader, mean, std, (test_images[:n_test], test_labels[:n_test]), val, total, data.classes,
+                   data.name, data.fingerprint)
+
+    def batches(self, start: int, dist: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training batches from iteration ``start`` on, across epochs: a pure function of
+        (seed, iteration), this process's slice of each when data-parallel."""
+        epoch, offset = divmod(start, len(self.loader))
+        while True:
+            yield from self.loader.epoch(epoch, start=offset, rank=dist.rank, world_size=dist.world_size)
+            epoch, offset = epoch + 1, 0
+
+
+_ON_DEVICE: dict[tuple[int, str], tuple[CIFAR10, tuple[torch.Tensor, ...]]] = {}
+
+
+def on_device(data: CIFAR10, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, test images, test labels) of ``data`` on ``device``, uploaded once per
+    process: the runs of a sweep share one copy (180 MB of CIFAR-10 on a GPU) instead of one each."""
+    key = (id(data), str(device))
+    if key not in _ON_DEVICE:  # the entry keeps ``data`` alive, so its id is not reused
+        tensors = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+        _ON_DEVICE[key] = (data, tuple(t.to(device) for t in tensors))
+    return _ON_DEVICE[key][1]
+
+
+# --------------------------------------------------------------------------------------------------
+# The state of a run: exactly what its checkpoint holds
+
+@dataclass
+class RunState:
+    """Everything a run carries from one iteration to the next. Its fields *are* the checkpoint: modules
+    and optimizers are saved by their state_dict, tensors as they are, the rest as plain values.
+
+    ``stats`` [2, 3] lives on the device: (loss sum, wrong, images) since the last evaluation (row
+    SINCE_EVAL) and since the last warm-up check (row SINCE_WARMUP_CHECK); every step adds to both rows and
+    nothing reads them between checks."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    stats: torch.Tensor
+    iteration: int = 0
+    warmup_end: int | None = None  # the iteration the warm-up ended (0 for a recipe without warm-up)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the log, one row per evaluation
+    best: dict[str, Any] | None = None  # the validation-chosen model (early-stopping recipe)
+    checks_without_improvement: int = 0
+    elapsed_s: float = 0.0  # wall seconds of all sessions so far (resume)
+    train_s: float = 0.0  # of which spent in training iterations
+    images: int = 0
+
+    @classmethod
+    def new(cls, config: RunConfig, device: torch.device, num_classes: int) -> RunState:
+        torch.manual_seed(config.seed)  # the initial weights are a function of the seed alone
+        model = models.build_model(config.arch, shortcut=config.shortcut, num_classes=num_classes)
+        # channels_last: the faster layout for convolutions on the GPU's tensor cores and the CPU's oneDNN
+        model = model.to(device, memory_format=torch.channels_last)
+        # On CUDA: the fused update (one kernel, capturable) and the learning rate as a device tensor
+        cuda = {"fused": True, "lr": torch.tensor(config.lr, device=device)} if device.type == "cuda" else {}
+        if config.optimizer == "sgd":
+            optimizer = torch.optim.SGD(model.parameters(), **{"lr": config.lr, "momentum": config.momentum,
+                                                               "weight_decay": config.weight_decay, **cuda})
+        else:  # Adam keeps a step count: on CUDA it must live on the device for the graph to capture it
+            capturable = {"capturable": True} if device.type == "cuda" else {}
+            optimizer = torch.optim.Adam(model.parameters(), **{"lr": config.lr,
+                                                                "weight_decay": config.weight_decay,
+                                                                **cuda, **capturable})
+        stats = torch.zeros(2, 3, dtype=torch.float64, device=device)
+        return cls(model, optimizer, stats, warmup_end=None if config.warmup_lr is not None else 0)
+
+    def select_on_validation(self, val_error: float, test_error: float) -> None:
+        """The tutorial recipe: keep the weights with the lowest validation error so far; count the checks
+        in a row without improvement (early stopping). The test error is only carried along."""
+        if self.best is None or val_error < self.best["val_error"]:
+            weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"iteration": self.iteration, "val_error": val_error, "test_error": test_error,
+                         "model": weights}
+            self.checks_without_improvement = 0
+        else:
+            self.checks_without_improvement += 1
+
+    def at_end(self, config: RunConfig, total_iterations: int) -> bool:
+        """Trained to the end, or stopped early: more than ``patience`` checks without improvement."""
+        stopped = config.patience is not None and self.checks_without_improvement > config.patience
+        return stopped or self.iteration >= total_iterations
+
+    def seconds_per_iteration(self) -> float:
+        return self.train_s / max(1, self.iteration)
+
+    def take_stats(self, row: int, dist: Dist) -> tuple[float, float]:
+        """(mean loss, error) of the iterations counted in ``stats[row]``, over all processes; resets the row.
+        Waits for the queued steps. Raises Diverged when the loss is not finite."""
+        loss, wrong, seen = dist.all_reduce(self.stats[row].clone()).tolist()
+        self.stats[row].zero_()
+        if not math.isfinite(loss):
+            raise Diverged(f"the training loss became non-finite before iteration {self.iteration}")
+        return loss / max(seen, 1), wrong / max(seen, 1)
+
+    def check_weights(self) -> None:
+        """Raise Diverged unless every weight is finite (an update can overflow with a finite loss)."""
+        if not torch.stack([p.detach().float().sum() for p in self.model.parameters()]).isfinite().all():
+            raise Diverged(f"the weights became non-finite before iteration {self.iteration}")
+
+    def record_evaluation(self, data: DeviceData, loss: float, error: float, *, lr: float, elapsed_s: float,
+                          precision: str, early_stopping: bool) -> None:
+        """Append a log row: the training loss and error since the last row (``loss``, ``error``), the test
+        (and validation) error now; with ``early_stopping`` (the tutorial recipe), keep the weights chosen
+        on the validation split."""
+        test = evaluate(self.model, *data.test, mean=data.mean, std=data.std, precision=precision)
+        val = (evaluate(self.model, *data.val, mean=data.mean, std=data.std, precision=precision)
+               if data.val is not None else None)
+        self.rows.append({
+            "iteration": self.iteration, "epoch": round(self.iteration / len(data.loader), 3),
+            "lr": float(f"{lr:.8g}"), "train_loss": round(loss, 6), "train_error": round(error, 6),
+            "val_error": None if val is None else round(val["error"], 6), "test_loss": round(test["loss"], 6),
+            "test_error": round(test["error"], 6), "elapsed_s": round(elapsed_s, 2)})
+        if val is not None and early_stopping:
+            self.select_on_validation(val["error"], test["error"])
+
+    def reported_model(self, config: RunConfig, data: DeviceData) -> dict[str, Any]:
+        """model.pt: the reported weights (the validation-chosen ones, else the final iteration's) with the
+        config, the normalisation and the class names."""
+        weights = self.best["model"] if self.best else self.model.state_dict()
+        return {"config": config.to_dict(), "model": weights, "mean": data.mean.cpu(), "std": data.std.cpu(),
+                "classes": list(data.classes)}
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        def saved(value: Any) -> Any:
+            if hasattr(value, "state_dict"):
+                return value.state_dict()
+            return value.detach().cpu() if isinstance(value, torch.Tensor) else value
+        return {f.name: saved(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for f in dataclasses.fields(self):
+            current, saved = getattr(self, f.name), checkpoint[f.name]
+            if isinstance(current, torch.optim.Optimizer):
+                current.load_state_dict(keep_device_flags(saved, current))
+            elif hasattr(current, "load_state_dict"):
+                current.load_state_dict(saved)
+            elif isinstance(current, torch.Tensor):
+                current.copy_(saved)
+            else:
+                setattr(self, f.name, saved)
+
+
+#: What an optimizer is built with for its device, not what it has learnt: a CPU run has float rates and
+#: the default update, a CUDA run a device-tensor rate and the fused, capturable update.
+DEVICE_FLAGS = ("lr", "fused", "foreach", "capturable", "differentiable")
+
+
+def keep_device_flags(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``saved`` (an optimizer state_dict) with ``optimizer``'s own device flags. Optimizer.load_state_dict
+    restores the saved groups whole, so a run checkpointed on the CPU and resumed on CUDA would otherwise
+    get the foreach update with a tensor rate (a host sync per step, and no capture), and a CUDA Adam
+    resumed on the CPU would stay capturable. The flags also decide where Adam's step counts go."""
+    groups = [{**{k: v for k, v in g.items() if k not in DEVICE_FLAGS},
+               **{k: mine[k] for k in DEVICE_FLAGS if k in mine}}
+              for g, mine in zip(saved["param_groups"], optimizer.param_groups)]
+    return {**saved, "param_groups": groups}
+
+
+def compiled(net: nn.Module) -> nn.Module:
+    """``torch.compile(net)``. Each architecture of a sweep recompiles ResNet.forward, and past Dynamo's
+    recompile limit (8) it would quietly run the rest eagerly, mixing compiled and eager numbers: the
+    limit is raised above the number of networks in a plan, and hitting it is an error."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 128))
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(config, name):
+            setattr(config, name, True)
+            break
+    return torch.compile(net)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate. On CUDA the rate is a 0-d tensor on the GPU, filled in place, so a
+    captured step reads the new value on its next replay and no step waits for the host."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+# --------------------------------------------------------------------------------------------------
+# One training iteration, and evaluation
+
+class TrainStep:
+    """One iteration on (x, y): forward, cross-entropy, backward, optimizer update, and the batch's
+    (loss sum, wrong, images) added to ``stats`` on the device. Nothing waits for the host."""
+
+    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, stats: torch.Tensor, *,
+                 device: torch.device, precision: str) -> None:
+        self.net, self.optimizer, self.stats = net, optimizer, stats
+        self.device, self.precision = device, precision
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with inference.autocast(self.device, self.precision):
+            out = self.net(x.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(out, y)
+        loss.backward()
+        self.optimizer.step()
+        n = y.shape[0]
+        self.stats[:, 0] += loss.detach().double() * n
+        self.stats[:, 1] += (out.detach().argmax(1) != y).sum()
+        self.stats[:, 2] += n
+
+
+class CudaGraphStep:
+    """A :class:`TrainStep` recorded once in a CUDA graph and replayed: one launch per iteration instead
+    of hundreds (the eager step is launch-bound on a GPU: the GPU waits on Python).
+
+    The first ``WARMUP`` calls run the step eagerly (real iterations of the run, on its side stream, as
+    capture requires: lazy initialisation and the optimizer's state happen outside the graph). The next
+    call records the step into static input buffers; from then on each call copies its batch into them
+    and replays. The learning rate is a device tensor (see set_learning_rate), so the schedule needs no
+    new capture. Load checkpoints before the first call: the graph holds the tensors it recorded."""
+
+    WARMUP = 3
+
+    def __init__(self, step: TrainStep, stream: torch.cuda.Stream) -> None:
+        self.step, self.stream = step, stream
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.x = self.y = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.calls += 1
+        if self.graph is None and self.calls <= self.WARMUP:
+            return self.step(x, y)
+        if self.graph is None:
+            self.x = torch.empty_like(x, memory_format=torch.channels_last)
+            self.y = torch.empty_like(y)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                self.step(self.x, self.y)
+            self.graph = graph  # only a completed capture is ever replayed
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
+
+
+def make_step(state: RunState, net: nn.Module, *, precision: str, compile: bool = False,
+              graph_stream: torch.cuda.Stream | None = None) -> TrainStep | CudaGraphStep:
+    """The run's step on ``net`` (the state's model, or its data-parallel wrapper): torch.compile'd when
+    asked, captured in a CUDA graph on ``graph_stream`` when one is given."""
+    step = TrainStep(compiled(net) if compile else net, state.optimizer, state.stats,
+                     device=state.stats.device, precision=precision)
+    return CudaGraphStep(step, graph_stream) if graph_stream is not None else step
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: torch.Tensor,
+             std: torch.Tensor, precision: str = "bf16") -> dict[str, float]:
+    """Error (fraction) and mean cross-entropy of ``model`` on the un-augmented ``images``, through the
+    one inference path (resnet.inference.logits). One host synchronisation."""
+    out = inference.logits(model, images, mean=mean, std=std, precision=precision)
+    labels = labels.to(out.device)
+    error, loss = torch.stack([(out.argmax(1) != labels).double().mean(),
+                               F.cross_entropy(out, labels).double()]).tolist()
+    return {"error": error, "loss": loss}
