@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
               "torchvision": torchvision.__version__,
               "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
               "data_sha1": data_sha1(args.data_dir),
+              "code_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12],
               "command": shlex.join(["python", "benchmarks/reference.py", *(argv or sys.argv[1:])])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

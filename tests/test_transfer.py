@@ -1,0 +1,86 @@
+"""resnet.transfer: packs of runs stay under the per-file limit (split when they would not), carry the
+checkpoints of the most advanced unfinished runs within a budget and the published networks' weights,
+and unpack without ever losing a finished run, taking another plan's run, or writing outside a run folder.
+No training here: the run folders are written by hand, as a sweep leaves them."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from resnet import transfer
+from resnet.config import paper_config
+from resnet.records import RunFolder, RunFolderError, Summary, default_run_dir
+from resnet.sweep import Job
+
+
+def plan(root, n=4):
+    configs = [paper_config("resnet20", seed=s) for s in range(n)]
+    return [Job(c, default_run_dir(c, root=root / "runs")) for c in configs]
+
+
+def leave(job, status, done, checkpoint_mb=0.0):
+    """A run folder as a sweep leaves it: config, log, summary and (unfinished) a checkpoint."""
+    folder = RunFolder(job.out)
+    folder.write_config(job.config, {"device": "cpu"})
+    folder.write_log([{"iteration": done, "train_error": 0.5}])
+    folder.write_summary(Summary(status, arch="resnet20", seed=job.config.seed, iterations_done=done,
+                                 iterations_planned=64_000))
+    if checkpoint_mb:
+        folder.checkpoint_path.write_bytes(os.urandom(int(checkpoint_mb * 2**20)))
+    if status == "finished":
+        folder.model_path.write_bytes(b"weights")
+
+
+def test_packs_split_under_the_limit_and_carry_the_most_advanced_checkpoints(tmp_path):
+    jobs = plan(tmp_path / "a")
+    for job, done in zip(jobs, (100, 400, 300, 200)):
+        leave(job, "unfinished", done, checkpoint_mb=6)
+    archives = transfer.pack(jobs, tmp_path / "out" / "slice.tar", checkpoint_mb=13)
+    assert [a.name for a in archives] == ["slice.tar"]
+    names = tarfile.open(archives[0]).getnames()
+    # a budget of 13 MB takes two 6-MB checkpoints: those of the runs that got furthest (400 and 300)
+    assert {n.split("/")[0] for n in names if n.endswith("checkpoint.pt")} == \
+        {jobs[1].out.name, jobs[2].out.name}
+    assert all(f"{j.out.name}/summary.json" in names for j in jobs)
+    archives = transfer.pack(jobs, tmp_path / "out" / "all.tar", checkpoint_mb=64)
+    assert [a.name for a in archives] == ["all.tar", "all.part2.tar"]
+    assert all(a.stat().st_size <= transfer.ARCHIVE_LIMIT for a in archives)
+    fresh = plan(tmp_path / "b")
+    done = transfer.unpack(archives, fresh)
+    assert sorted(d.action for d in done) == ["added"] * 4
+    assert all(j.folder.checkpoint_path.stat().st_size == 6 * 2**20 for j in fresh)
+
+
+def test_unpacking_never_loses_a_finished_run_nor_takes_another_plans(tmp_path):
+    here, there = plan(tmp_path / "here", 3), plan(tmp_path / "there", 3)
+    leave(here[0], "finished", 64_000)
+    leave(here[1], "unfinished", 500, checkpoint_mb=0.01)
+    leave(there[0], "unfinished", 900, checkpoint_mb=0.01)  # behind the finished run here
+    leave(there[1], "finished", 64_000)  # ahead of the unfinished one here
+    leave(there[2], "unfinished", 100, checkpoint_mb=0.01)
+    archives = transfer.pack(there, tmp_path / "there.tar", published=(there[1].out.name,))
+    done = {d.run: d for d in transfer.unpack(archives, here)}
+    assert done[here[0].out.name].action == "kept" and here[0].folder.status == "finished"
+    assert done[here[1].out.name].action == "replaced" and here[1].folder.status == "finished"
+    assert not here[1].folder.checkpoint_path.exists()  # the stale checkpoint went with the old run
+    assert here[1].folder.model_path.read_bytes() == b"weights"  # a published network's weights came too
+    assert done[here[2].out.name].action == "added"
+    assert transfer.unpack(archives, plan(tmp_path / "other", 1))[1].action == "rejected"  # not in the plan
+    other = [Job(paper_config("resnet20", lr=0.05, seed=s), j.out) for s, j in enumerate(here)]
+    assert {d.action for d in transfer.unpack(archives, other)} == {"rejected"}  # the plan's config only
+
+
+@pytest.mark.parametrize("member", ["../escape.json", "run/../../x", "/abs/summary.json", "run/evil.sh"])
+def test_an_archive_with_anything_else_is_refused_whole(tmp_path, member):
+    path = tmp_path / "bad.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo(member)
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(RunFolderError, match="no pack writes"):
+        transfer.unpack([path], plan(tmp_path / "r", 1))
+    assert not (tmp_path / "escape.json").exists() and not (tmp_path / "r").exists()
