@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test figures reproduce benchmarks clean-venv
+.PHONY: setup test figures short reproduce benchmarks clean-venv
 
 setup: $(STAMP)
 
@@ -36,6 +36,14 @@ reproduce: $(STAMP)
 	$(PY) experiments/confusion.py
 	$(PY) experiments/layer_responses.py --with-110
 	$(PY) experiments/publish_weights.py
+	$(PY) experiments/make_figures.py
+
+## what a CPU can show (a few hours on 2 cores): Figure 6 and Table 6 at 1/32 of the paper's schedule on all
+## 50k images, the tutorial recipe in full, their confusion matrices and layer responses. Resumable.
+short: $(STAMP)
+	$(PY) experiments/replicate.py --short $(LIMIT)
+	$(PY) experiments/confusion.py --short
+	$(PY) experiments/layer_responses.py --short
 	$(PY) experiments/make_figures.py
 
 benchmarks: $(STAMP)

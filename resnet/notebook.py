@@ -45,9 +45,9 @@ class Notebook:
         return all(name in self.weights for name in names)
 
 
-def setup(*, data: bool = True) -> Notebook:
-    """Figures inline and wide tables; the records, figures, data and published weights, with one line
-    each."""
+def setup(*, data: bool = True, showing: str = "degradation") -> Notebook:
+    """Figures inline and wide tables; the records (the best there are for what the notebook is
+    ``showing``: see resnet.results.records_root), figures, data and published weights, one line each."""
     try:
         from IPython import get_ipython
         shell = get_ipython()
@@ -56,7 +56,7 @@ def setup(*, data: bool = True) -> Notebook:
     except ImportError:  # plain Python: nothing to configure
         pass
     pd.set_option("display.width", 120)
-    records = results.records_root()
+    records = results.records_root(showing=showing)
     nb = Notebook(repo=REPO_ROOT, records=records, figures=results.figures_dir_for(records),
                   schedule=results.schedule_name(records), data=_load_data() if data else None,
                   weights=pretrained.published())

@@ -104,9 +104,18 @@ def test_shortcut_table(trained):
         == ("269,722", "272,474", "–", "–")
 
 
-def test_records_root_prefers_full_schedule_runs(trained, tmp_path):
+def test_records_root_prefers_full_then_short_then_quick_records(trained, tmp_path):
     assert results.records_root(trained["root"]) == trained["root"]
-    assert results.records_root(tmp_path) == tmp_path / "quick"
+    assert results.records_root(trained["root"], showing="shortcuts") == trained["root"]
+    empty = tmp_path / "results"
+    assert results.records_root(empty) == empty / "quick"
+    # short-schedule records of one Figure 6 network: Figure 6 from them, the shortcut ablation from quick
+    shutil.copytree(trained["root"] / "runs" / "resnet20-A-paper-s0",
+                    empty / "short" / "runs" / "resnet20-A-paper-s0")
+    assert results.records_root(empty) == empty / "short"
+    assert results.records_root(empty, showing="shortcuts") == empty / "quick"
+    with pytest.raises(ValueError, match="showing"):
+        results.records_root(empty, showing="table7")
 
 
 # ------------------------------------------------------------------------------------------ figures
