@@ -63,7 +63,7 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
         shutil.copy2(full / name, data / name)
     results, out = tmp_path / "r", tmp_path / "out"
     out.mkdir()
-    train = ["--results", results, "--rehearse", 60, "--device", "cpu"]
+    train = ["--results", results, "--rehearse", 40, "--device", "cpu"]
 
     # with one part of the data, a clear message and nothing trained
     first = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 30)
@@ -81,7 +81,7 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
                         + f" --shard {PLAIN20} --time-limit 12")
     assert "plain20-paper-s0" in last[-2] and "unfinished" in last[-2] and "ms/it" in last[-2]
     paused = summary(results, "plain20-paper-s0")
-    assert paused["status"] == "unfinished" and paused["iterations_done"] < 60
+    assert paused["status"] == "unfinished" and paused["iterations_done"] < 40
     # a copied tree has no commit, but its records name the code by the fingerprint of its sources
     assert paused["git_commit"] == "unknown" and paused["code_fingerprint"] == records.code_fingerprint()
 
@@ -94,18 +94,18 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
     third = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 240)
     assert third.returncode == 0, third.stderr
     assert third.stderr.strip().endswith("sweep: 1 of 1 runs finished"), third.stderr
-    assert summary(results, "plain20-paper-s0")["iterations_done"] == 60
+    assert summary(results, "plain20-paper-s0")["iterations_done"] == 40
     assert command(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "b.tar").returncode == 0
 
     # a second machine trains another shard of the same plan
     other = tmp_path / "r2"
-    train_other = ["--results", other, "--rehearse", 60, "--device", "cpu", "--shard", RESNET20]
+    train_other = ["--results", other, "--rehearse", 40, "--device", "cpu", "--shard", RESNET20]
     assert command(tree, "replicate", *train_other).returncode == 0
     assert command(tree, "replicate", *train_other, "--pack", out / "c.tar").returncode == 0
 
     # everything lands in a fresh copy: the finished runs win, the plan's configs only
     fresh = copy_tree(tmp_path / "fresh")
-    into = ["--results", fresh / "results", "--rehearse", 60]
+    into = ["--results", fresh / "results", "--rehearse", 40]
     merged = command(fresh, "replicate", *into, "--unpack", out / "a.tar")
     assert merged.returncode == 0 and "unpack: 1 added, 0 replaced" in merged.stdout, merged.stdout
     merged = command(fresh, "replicate", *into, "--unpack", out / "b.tar", out / "c.tar")
