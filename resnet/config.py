@@ -42,6 +42,13 @@ class RunConfig:
     error falls below ``warmup_until_train_error``, then back to ``lr`` and the normal schedule.
     ``precision``: "bf16" computes under bf16 autocast where the device has it (CUDA) and in float32 on
     the CPU; "fp32" computes in float32 everywhere (the control run that measures what bf16 costs).
+
+    Where the paper is explicit, the recipe follows it; ``normalization="pixel"`` is its "per-pixel mean
+    subtracted" (section 4.2), on [0, 1]: a BN follows the first conv, so the [0, 255] of its Caffe inputs
+    is the same network function. Where it is silent, the choices are torchvision's: Kaiming fan-out init
+    of the convs (models.init_weights), PyTorch's default init of the linear layer, BN's default momentum
+    and epsilon, weight decay on every parameter. The common reproductions normalise per channel and
+    use Kaiming fan-in; benchmarks/results/fidelity.md measures the engine against such a reference.
     """
 
     arch: str = "resnet20"
