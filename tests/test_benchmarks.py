@@ -32,7 +32,8 @@ def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     assert net["target_s"] == 60
     the_set = record["figure6_set"]
     assert set(the_set["test_errors"]) == {"resnet20", "plain20"} and the_set["extrapolated"]
-    assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] * 16_000, rel=0.01)  # 4 -> 64k
+    # 4 -> 64k iterations; wall_s is rounded to 0.1 s, so the two agree within 0.05 s x 16,000
+    assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] * 16_000, abs=0.05 * 16_000 + 1)
     md = out.with_suffix(".md").read_text()
     assert "resnet20" in md and "extrapolated from 4 iterations" in md and record["command"] in md
 
