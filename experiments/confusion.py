@@ -42,15 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     jobs = cli.sweep_jobs(args.networks, args)
     data = load_data(args.data_dir, download=args.download)  # checked before any run starts
     cli.run_jobs(jobs, args, data=data)
-    root = cli.results_root(args)
+    roots = []
     for job, model, norm in cli.finished_networks(jobs, purpose="no confusion matrix"):
         record = analysis.confusion_record(model, norm, data, folder=job.folder)
+        # beside the run's own records: the tutorial recipe runs in full under --short, so its matrix is
+        # a full-schedule result (results/confusion/), never a short one
+        root = job.out.parent.parent
         write_json(root / "confusion" / f"{job.out.name}.json", record)
+        roots.append(root)
         print(f"{job.out.name}: test error {record['test_error']:.2%} (the run's summary: "
               f"{record['final_test_error']:.2%}); per-class accuracy:")
         for name, acc in record["per_class_accuracy"].items():
             print(f"  {name:>10s}  {acc:.1%}")
-    results.build(root, only=("confusion",))
+    for root in dict.fromkeys(roots):
+        results.build(root, only=("confusion",))
     return 0
 
 
