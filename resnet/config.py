@@ -220,11 +220,16 @@ def is_quick(config: RunConfig) -> bool:
 def describe_schedule(config: RunConfig) -> str:
     """A one-line description of a run's schedule and data, for figure titles and tables."""
     data = f"{config.train_subset:,} training images" if config.train_subset else "all training images"
+    if config.val_size:
+        data += f" less {config.val_size:,} held out for validation"
     test = f", first {config.test_subset:,} test images" if config.test_subset else ""
     full = RunConfig().iterations
     shorter = config.recipe == "paper" and config.iterations < full and full % config.iterations == 0
     part = f" (1/{full // config.iterations} of the paper's schedule)" if shorter else ""
-    return f"{config.iterations:,} iterations{part}, batch {config.batch_size}, {data}{test}"
+    length = f"{config.iterations:,} iterations{part}"
+    if config.patience is not None:  # the run's length is the early stop's, not the budget's
+        length = f"early stopping on validation, at most {config.iterations:,} iterations"
+    return f"{length}, batch {config.batch_size}, {data}{test}"
 
 
 def learning_rate(iteration: int, config: RunConfig, *, warmup_end: int | None = None) -> float:

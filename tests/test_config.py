@@ -58,6 +58,10 @@ def test_scaled_short_and_quick_schedules():
         ["full", "short", "quick", "full"]
     assert describe_schedule(short).startswith("2,000 iterations (1/32 of the paper's schedule), batch 128, "
                                                "all training images")
+    # the tutorial recipe's length is its early stop's, and its training images exclude the validation split
+    assert describe_schedule(tutorial_config("resnet20")) == (
+        "early stopping on validation, at most 17,550 iterations, batch 128, all training images less 5,000 "
+        "held out for validation")
     with pytest.raises(ConfigError):
         scaled_schedule(0)
     with pytest.raises(ConfigError, match="schedule"):
