@@ -184,5 +184,10 @@ def finished_networks(jobs: Sequence[Job], *,
         if status != "finished":
             print(f"{job.out.name}: not finished ({status}); {purpose}")
             continue
+        if not job.folder.model_path.is_file():  # a clone holds the records of finished runs, not weights
+            print(f"{job.out.name}: finished, but its weights ({job.folder.model_path.name}) are not in "
+                  f"{job.out}: the repository keeps a run's records, not its weights; move the "
+                  f"folder aside to train it again; {purpose}")
+            continue
         model, norm = pretrained.load_file(job.folder.model_path)
         yield job, model, norm

@@ -119,6 +119,13 @@ def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_pa
             "confusion_resnet56-A-paper-s0.png", "confusion_resnet20-A-tutorial-s0.png"} <= figures
     again = run_script("degradation", *common)  # finished runs are skipped, not retrained
     assert again.err.count("finished before, skipped") == 8
+    # a clone holds finished runs' records without their weights: a note, the other network's matrix
+    (results / "runs" / "resnet56-A-paper-s0" / "model.pt").unlink()
+    (results / "confusion" / "resnet20-A-tutorial-s0.json").unlink()
+    clone = run_script("confusion", *common)
+    assert clone.code == 0 and "resnet56-A-paper-s0: finished, but its weights (model.pt) are not in" in clone.out
+    assert (results / "confusion" / "resnet20-A-tutorial-s0.json").is_file()
+    assert (results / "runs" / "resnet56-A-paper-s0" / "summary.json").is_file()  # nothing lost
 
 
 def test_replicate_plans_seed_0_of_every_network_first(run_script, tmp_path):
