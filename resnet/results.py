@@ -43,11 +43,12 @@ FIGURES_DIR = REPO_ROOT / "figures"
 # ------------------------------------------------------------------------------------------ which records
 def records_root(results: Path = RESULTS_DIR, *, showing: str = "degradation") -> Path:
     """The best records there are for what a reader is ``showing`` ("degradation": Figure 6 and Table 6;
-    "shortcuts"; "confusion"; "layer_responses"): ``results`` (the full schedule) when it holds them,
-    else ``results/short``, else ``results/quick``."""
+    "shortcuts"; "confusion", decided by the paper recipe's matrix; "layer_responses"): ``results``
+    (the full schedule) when it holds them, else ``results/short``, else ``results/quick``."""
     holds = {"degradation": lambda r: not degradation_runs(load_runs(r)).empty,
              "shortcuts": lambda r: shortcut_runs(load_runs(r)).get("shortcut", pd.Series()).nunique() > 1,
-             "confusion": lambda r: bool(confusion_records(r)),
+             # the paper recipe's matrix decides: the tutorial's runs in full on the short schedule too
+             "confusion": lambda r: any(c["recipe"] == "paper" for c in confusion_records(r)),
              "layer_responses": lambda r: bool(layer_response_records(r))}
     if showing not in holds:
         raise ValueError(f"showing must be one of {', '.join(holds)}; got {showing!r}")

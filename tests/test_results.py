@@ -114,6 +114,12 @@ def test_records_root_prefers_full_then_short_then_quick_records(trained, tmp_pa
                     empty / "short" / "runs" / "resnet20-A-paper-s0")
     assert results.records_root(empty) == empty / "short"
     assert results.records_root(empty, showing="shortcuts") == empty / "quick"
+    # a full-schedule tutorial matrix alone does not make results/ the confusion notebook's records
+    tutorial = {"run": "resnet20-A-tutorial-s0", "recipe": "tutorial", "arch": "resnet20"}
+    write_json(empty / "confusion" / "resnet20-A-tutorial-s0.json", tutorial)
+    write_json(empty / "short" / "confusion" / "resnet56-A-paper-s0.json",
+               {**tutorial, "run": "resnet56-A-paper-s0", "recipe": "paper", "arch": "resnet56"})
+    assert results.records_root(empty, showing="confusion") == empty / "short"
     with pytest.raises(ValueError, match="showing"):
         results.records_root(empty, showing="table7")
 
