@@ -122,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpu_speed_") as tmp:
         for arch in args.archs:
-            time_it = lambda runs, g: round(ms_per_iteration(
-                arch, data, device, runs=runs, graph=g, compile=args.compile, warmup=args.warmup,
-                iterations=args.iterations, tmp=Path(tmp)), 3)
+            def time_it(runs: int, g: bool, arch: str = arch) -> float:
+                ms = ms_per_iteration(arch, data, device, runs=runs, graph=g, compile=args.compile,
+                                      warmup=args.warmup, iterations=args.iterations, tmp=Path(tmp))
+                return round(ms, 3)
+
             row = {"arch": arch, "eager_ms": time_it(1, False),
                    "graph_ms": time_it(1, True) if graph else None,
                    "concurrent_ms": {k: time_it(k, graph) for k in args.concurrent}}

@@ -152,7 +152,9 @@ def seed_table(runs: pd.DataFrame, by: Iterable[str] = ("arch",)) -> pd.DataFram
     if done.empty:
         return pd.DataFrame(columns=[*by, "depth", "parameters", "test_mean", "test_std", "train_mean",
                                      "train_std", "seeds"])
-    std = lambda s: s.std(ddof=1) if len(s) > 1 else math.nan
+    def std(s: pd.Series) -> float:
+        return s.std(ddof=1) if len(s) > 1 else math.nan
+
     table = done.groupby(by, sort=False).agg(
         depth=("depth", "first"), parameters=("parameters", "first"), test_mean=("test", "mean"),
         test_std=("test", std), train_mean=("train", "mean"), train_std=("train", std),

@@ -78,7 +78,8 @@ class DeviceData:
         n_test = config.test_subset or len(test_labels)
         # the normalisation comes from the training images only, never the test set
         mean, std = normalization_stats(images, mode=config.normalization)
-        loader = TrainLoader(images, labels, batch_size=config.batch_size, seed=config.seed, mean=mean, std=std)
+        loader = TrainLoader(images, labels, batch_size=config.batch_size, seed=config.seed, mean=mean,
+                             std=std)
         total = config.iterations if config.max_epochs is None else min(config.iterations,
                                                                          config.max_epochs * len(loader))
         return cls(loader, mean, std, (test_images[:n_test], test_labels[:n_test]), val, total, data.classes,

@@ -123,7 +123,8 @@ def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_pa
     (results / "runs" / "resnet56-A-paper-s0" / "model.pt").unlink()
     (results / "confusion" / "resnet20-A-tutorial-s0.json").unlink()
     clone = run_script("confusion", *common)
-    assert clone.code == 0 and "resnet56-A-paper-s0: finished, but its weights (model.pt) are not in" in clone.out
+    assert clone.code == 0
+    assert "resnet56-A-paper-s0: finished, but its weights (model.pt) are not in" in clone.out
     assert (results / "confusion" / "resnet20-A-tutorial-s0.json").is_file()
     assert (results / "runs" / "resnet56-A-paper-s0" / "summary.json").is_file()  # nothing lost
 

@@ -233,9 +233,11 @@ def test_one_source_for_depth_and_the_quick_schedule():
     import subprocess
     repo = Path(__file__).resolve().parent.parent
     # benchmarks/reference.py is left out: it is the independent reference, and shares no code on purpose
-    grep = lambda pattern: subprocess.run(["git", "grep", "-l", "-E", pattern, "--", "resnet", "experiments",
-                                           "benchmarks", "notebooks", ":!benchmarks/reference.py"], cwd=repo,
-                                          capture_output=True, text=True)
+    def grep(pattern: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "grep", "-l", "-E", pattern, "--", "resnet", "experiments",
+                               "benchmarks", "notebooks", ":!benchmarks/reference.py"],
+                              cwd=repo, capture_output=True, text=True)
+
     if grep(".").returncode != 0:
         pytest.skip("not a git checkout")
     assert grep(r"re\.compile\(r\"\(resnet\|plain\)").stdout.split() == ["resnet/models.py"]
