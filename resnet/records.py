@@ -233,11 +233,14 @@ class RunFolder:
             return None
 
     def report(self) -> Summary:
-        """The summary; for a run without one, a Summary that says 'unfinished' (a checkpoint: the process
-        was killed) or 'missing'."""
+        """The summary; for a run without one, a Summary that says 'unfinished' (a process trains it now,
+        or it left a checkpoint: killed) or 'missing'."""
         summary = self.summary()
         if summary is not None:
             return summary
+        holder = self.lock.holder()
+        if holder is not None:
+            return Summary("unfinished", f"being trained by {holder}")
         if self.checkpoint_path.is_file():
             return Summary("unfinished", "stopped without a summary (killed?); its checkpoint continues it")
         return Summary("missing")
@@ -329,6 +332,20 @@ class RunLock:
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}"
                      .encode())
         self._fd = fd
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (the holder its file names), or None when no process does."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when fd closes
+            return None
+        except BlockingIOError:
+            return os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -50,10 +50,15 @@ def test_a_run_folders_status_config_and_summary(tmp_path):
 
 
 def test_a_run_held_by_another_process_says_which(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.write_checkpoint(paper_config("resnet20"), {"iteration": 3})
     with records.RunLock(tmp_path / "run"):
         with pytest.raises(RunFolderError, match=f"process {os.getpid()}"):
             RunFolder(tmp_path / "run").claim(resume=True)
-    RunFolder(tmp_path / "run").claim(resume=True)  # released with the first holder
+        # another sweep's last lines say who trains it, not "killed?"
+        assert folder.report().message.startswith(f"being trained by process {os.getpid()} on ")
+    assert "killed?" in folder.report().message  # released with the first holder
+    RunFolder(tmp_path / "run").claim(resume=True)
 
 
 def test_the_code_fingerprint_names_a_copied_tree_and_its_commit(tmp_path):
