@@ -241,7 +241,8 @@ def test_a_run_held_by_another_process_is_left_alone(cifar_data, tmp_path, capsy
         with pytest.raises(records.RunFolderError, match=f"process {os.getpid()}"):
             engine.train(tiny(), data=cifar_data, out=out, execution=QUIET)
         summaries = run_sweep([Job(tiny(), out)], QUIET, data=cifar_data)
-        assert summaries[0].status == "missing"
+        assert summaries[0].status == "unfinished"  # and its last lines say who trains it
+        assert summaries[0].message.startswith(f"being trained by process {os.getpid()}")
         err = capsys.readouterr().err
         assert f"process {os.getpid()}" in err and "left alone" in err
         assert err.strip().splitlines()[-1].startswith("sweep: 0 of 1 runs finished")
