@@ -83,7 +83,7 @@ def side_runs(depth: int, side: str, *, full: bool) -> dict[int, dict[str, float
         else:
             rows = reference_rows(FIDELITY / f"reference-resnet{depth}-s{seed}.json")
             if rows is None and not full:
-                rows = reference_rows(CHANGES / ("reference-s%d.json" % seed))
+                rows = reference_rows(CHANGES / f"reference-s{seed}.json")
         if rows is not None and (not full or rows[-1]["iteration"] >= 2000):
             found[seed] = measures(rows, full=full)
     return found
@@ -100,9 +100,8 @@ def main() -> int:
              "--short` (results/short/runs/; its defaults: per-pixel mean subtraction, Kaiming fan-out "
              "convs, PyTorch's default linear init). Reference: `python benchmarks/reference.py --depth D "
              "--seed S --out benchmarks/results/fidelity/reference-resnetD-sS.json` (torchvision's CIFAR10 "
-             "and PIL "
-             "transforms, a DataLoader, torch.optim.SGD with MultiStepLR, its own LambdaLayer ResNet; its "
-             "defaults: per-channel mean and std, Kaiming fan-in convs and linear layer, as "
+             "and PIL transforms, a DataLoader, torch.optim.SGD with MultiStepLR, its own LambdaLayer "
+             "ResNet; its defaults: per-channel mean and std, Kaiming fan-in convs and linear layer, as "
              "akamaster/pytorch_resnet_cifar10). Training error: the running error of the augmented training "
              "batches over the iterations named; test error: at that iteration.", "",
              "## 2,000 iterations", ""]

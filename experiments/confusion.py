@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     roots = []
     for job, model, norm in cli.finished_networks(jobs, purpose="no confusion matrix"):
         record = analysis.confusion_record(model, norm, data, folder=job.folder)
-        # beside the run's own records: the tutorial recipe runs in full under --short, so its matrix is
-        # a full-schedule result (results/confusion/), never a short one
-        root = job.out.parent.parent
+        root = cli.job_root(job)  # beside the run's records: a tutorial matrix is never a short-schedule one
         write_json(root / "confusion" / f"{job.out.name}.json", record)
         roots.append(root)
         print(f"{job.out.name}: test error {record['test_error']:.2%} (the run's summary: "

@@ -155,6 +155,12 @@ def plan_jobs(configs: Sequence[RunConfig], args: argparse.Namespace) -> list[Jo
     return jobs
 
 
+def job_root(job: Job) -> Path:
+    """The results folder that holds ``job``'s run: plan_jobs puts it at <root>/runs/<name>, with the
+    root of the run's own schedule (results/ for the tutorial recipe, which runs in full on --short)."""
+    return job.out.parent.parent
+
+
 def execution(args: argparse.Namespace) -> Execution:
     """How the flags ask runs to be executed (device, graph, compile, runs at once, threads, time limit,
     progress), with the command line that continues the work."""
