@@ -10,14 +10,22 @@ process is training is left alone (resnet.records.RunLock) and named; a run that
 until its folder is removed; a run that failed is recorded with its message, the sweep goes on, and the
 next sweep retries it. With a time limit every unfinished run is checkpointed before it, and the last
 lines say per run where it is and how fast it went, and which command continues the others.
+
+Under a time limit, one GPU's sweep opens a run only when the open runs and it can all finish before the
+limit at the pace the sweep measures (see :func:`next_to_open`): runs advanced in turn move at the same
+number of iterations per turn and so would all end together, and a ten-minute command that opened eight
+full-schedule runs at once would end with eight checkpoints and no finished network.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import multiprocessing as mp
 import os
 import sys
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,12 +35,17 @@ import torch
 
 from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig
+from resnet.models import arch_depth
 from resnet.records import RunFolder, RunFolderError, Summary
 from resnet.train import Diverged, Run, RunFailed, train
 
-__all__ = ["Job", "allow_concurrent_streams", "run_sweep", "run_lines", "sweep_status_line", "train_in_turn"]
+__all__ = ["Job", "Pace", "allow_concurrent_streams", "next_to_open", "run_sweep", "run_lines",
+           "sweep_status_line", "train_in_turn"]
 
 CHUNK = 50  # iterations a run is advanced by before the next run's turn (on one GPU)
+FIT_SHARE = 0.8  # the share of the time left that the open runs are planned to fill (estimates err)
+MEASURE_S = 20.0  # wall seconds of training measured before a time-limited sweep opens a second run
+PACE_WINDOW_S = 60.0  # the pace is measured over the last this many seconds (it changes as runs open)
 
 
 @dataclass(frozen=True)
@@ -151,7 +164,8 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
                   data_dir: str | None = None, download: bool = False) -> None:
     """Several runs in this process: up to ``execution.at_once`` open at a time (default 8), advanced in
     turn by ``CHUNK`` iterations each (on CUDA each run's work goes to its own stream, so the GPU overlaps
-    them); the next job starts as one ends, and an ended run lets go of its model, optimizer and graph. A
+    them); the next job starts as one ends (under a time limit, the next that can still finish: see
+    next_to_open), and an ended run lets go of its model, optimizer and graph. A
     run that fails is recorded as 'failed' and the others go on. At the deadline, or when the sweep itself
     is stopped, every open run is paused with a checkpoint."""
     data = data if data is not None else load_data(data_dir, download=download)
@@ -160,26 +174,95 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
     # one stream per slot, reused by the slot's runs: torch.cuda.Stream() cycles through a pool of 32, so
     # fresh streams for 55 runs would put two open runs on one stream
     streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(slots)]
-    pending, active = list(jobs), {}
+    # runs that were started before come first: they are the nearest to their end
+    pending = sorted(jobs, key=lambda job: not job.folder.holds_a_run())
+    work_left = [_work_left(job) for job in pending]
+    active: dict[int, Run] = {}
+    pace = Pace()
     try:
         while pending or active:
             for slot in range(slots):
                 while slot not in active and pending and execution.deadline.remaining() > 10:
-                    run = _open_run(pending.pop(0), execution, data, streams[slot])
+                    i = next_to_open(work_left, [_work(r.config, r.data.total_iterations - r.state.iteration)
+                                                 for r in active.values()],
+                                     pace=pace.rate(), seconds_left=execution.deadline.remaining())
+                    if i is None:
+                        break
+                    work_left.pop(i)
+                    run = _open_run(pending.pop(i), execution, data, streams[slot])
                     if run is not None:
                         active[slot] = run
             trained = ended = 0
+            work = 0.0
             for slot, run in list(active.items()):
                 n, over = _turn(run)
-                trained, ended = trained + n, ended + over
+                trained, ended, work = trained + n, ended + over, work + _work(run.config, n)
                 if over:
                     del active[slot]
+            pace.add(work)
             if not trained and not ended:
                 break  # the deadline is near: no run could take another step
     finally:  # the time limit came, or the sweep was stopped: every open run keeps a checkpoint
         for run in active.values():
             if run.summary is None:
                 _settle(run, run.pause)
+
+
+class Pace:
+    """The sweep's pace: work (iterations x the network's weighted layers, see _work) per wall second over
+    the last PACE_WINDOW_S seconds; None until MEASURE_S seconds have been measured. Wall time, so it
+    counts evaluations, checkpoints and the opening of runs too, and a busier GPU shows as a higher pace."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.done = 0.0
+        self.samples = deque([(clock(), 0.0)])  # (time, work done by then)
+
+    def add(self, work: float) -> None:
+        self.done += work
+        now = self.clock()
+        self.samples.append((now, self.done))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= PACE_WINDOW_S:
+            self.samples.popleft()
+
+    def rate(self) -> float | None:
+        (t0, w0), (t1, w1) = self.samples[0], self.samples[-1]
+        return (w1 - w0) / (t1 - t0) if t1 - t0 >= MEASURE_S else None
+
+
+def next_to_open(pending_work: Sequence[float], open_work: Sequence[float], *, pace: float | None,
+                 seconds_left: float) -> int | None:
+    """Which pending run to open next (its index), or None to wait, given the work each pending run has
+    left (``pending_work``, in their order), the work each open run has left (``open_work``), the measured
+    ``pace`` and the seconds left before the deadline.
+
+    Without a deadline: the next in order. With one: the first in order that the open runs and it can all
+    finish within FIT_SHARE of the time left at this pace (none while the pace is unmeasured); when no run
+    is open and none fits, the next in order all the same, so that the GPU never waits and a run longer
+    than any one command still moves (it is paused with a checkpoint that the next command continues).
+    An open run that cannot finish in time keeps the others out: runs advanced in turn move together."""
+    if not pending_work:
+        return None
+    if math.isinf(seconds_left):
+        return 0
+    fits = None
+    if pace is not None:
+        room = FIT_SHARE * seconds_left * pace - sum(open_work)
+        fits = next((i for i, work in enumerate(pending_work) if work <= room), None)
+    return 0 if fits is None and not open_work else fits
+
+
+def _work(config: RunConfig, iterations: int) -> float:
+    """What ``iterations`` of ``config`` cost, in layer-iterations: an iteration of these networks costs
+    about in proportion to its weighted layers (the same widths at every depth)."""
+    return float(iterations * arch_depth(config.arch))
+
+
+def _work_left(job: Job) -> float:
+    """The work a pending run has left: its plan less what an earlier command did (when it said so)."""
+    summary = job.folder.summary()
+    done = (summary.iterations_done or 0) if summary is not None else 0
+    return _work(job.config, max(0, job.config.iterations - done))
 
 
 def _open_run(job: Job, execution: Execution, data: CIFAR10, stream: torch.cuda.Stream | None) -> Run | None:

@@ -7,18 +7,19 @@ compiled network that never falls back to eager quietly."""
 from __future__ import annotations
 
 import gc
+import math
 import time
 import weakref
 
 import pytest
 import torch
 
-from resnet import inference, records
+from resnet import inference, records, sweep
 from resnet import step as step_module
 from resnet import train as engine
 from resnet.config import Deadline, Execution, paper_config, tutorial_config
 from resnet.distributed import Dist
-from resnet.sweep import Job, run_sweep, train_in_turn
+from resnet.sweep import Job, next_to_open, run_sweep, train_in_turn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Execution(device="cpu", progress=False)
@@ -214,12 +215,77 @@ def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, mo
     deadline = Deadline(time.time() + 13)
     train_in_turn(late, QUIET.replace(deadline=deadline), cifar_data)
     assert time.time() < deadline.at
-    for job in late:
-        summary = records.RunFolder(job.out).report()
-        assert summary.status == "unfinished" and 0 < summary.iterations_done < 200
-        assert torch.load(job.out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == \
-            summary.iterations_done
-    assert capsys.readouterr().err.count("stopped by the time limit at iteration") == 2
+    summary = records.RunFolder(late[0].out).report()
+    assert summary.status == "unfinished" and 0 < summary.iterations_done < 200
+    assert torch.load(late[0].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == \
+        summary.iterations_done
+    # the second could not have finished beside the first: it was never opened, and the next command has it
+    assert records.RunFolder(late[1].out).status == "missing"
+    assert capsys.readouterr().err.count("stopped by the time limit at iteration") == 1
+
+
+def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp_path, capsys, monkeypatch):
+    """A (short) opens first; once the pace is measured, C (shorter) fits beside it and B (far too long)
+    does not; B opens when nothing else is open, and the time limit pauses it with a checkpoint. (In plan
+    order B would have opened second and moved in turn with A, delaying A's end and shutting C out.)"""
+    monkeypatch.setattr(sweep, "MEASURE_S", 1.0)
+    monkeypatch.setattr(sweep, "CHUNK", 5)
+    step = step_module.TrainStep.__call__
+    monkeypatch.setattr(step_module.TrainStep, "__call__",
+                        lambda self, x, y: (time.sleep(0.05), step(self, x, y)))
+    opened = []
+    open_run = sweep._open_run
+
+    def recorded(job, *args):
+        opened.append(job.out.name)
+        return open_run(job, *args)
+
+    monkeypatch.setattr(sweep, "_open_run", recorded)
+    a, b, c = (Job(tiny(seed=s, iterations=n, eval_every=20), tmp_path / name)
+               for s, n, name in ((0, 40, "a"), (1, 100_000, "b"), (2, 10, "c")))
+    deadline = Deadline(time.time() + 18)
+    train_in_turn([a, b, c], QUIET.replace(at_once=2, deadline=deadline), cifar_data)
+    assert time.time() < deadline.at
+    assert opened == ["a", "c", "b"]
+    assert [records.RunFolder(j.out).status for j in (a, b, c)] == ["finished", "unfinished", "finished"]
+    assert 0 < records.RunFolder(b.out).report().iterations_done < 100_000
+    assert "b: unfinished: stopped by the time limit" in capsys.readouterr().err
+
+
+def test_which_run_opens_next():
+    """next_to_open: work in layer-iterations, pace per second; 100/s for 10 s at FIT_SHARE 0.8 is 800."""
+    assert sweep.FIT_SHARE == 0.8
+    assert next_to_open([], [], pace=100.0, seconds_left=10) is None
+    assert next_to_open([10**9, 1], [10**9], pace=None, seconds_left=math.inf) == 0  # no limit: in order
+    assert next_to_open([10**9], [], pace=None, seconds_left=10) == 0  # nothing open: the GPU never waits
+    assert next_to_open([1], [300], pace=None, seconds_left=10) is None  # a second run waits for the pace
+    assert next_to_open([600, 400, 100], [300], pace=100.0, seconds_left=10) == 1  # the first that fits
+    assert next_to_open([600], [300], pace=100.0, seconds_left=10) is None
+    assert next_to_open([1000, 500], [], pace=100.0, seconds_left=10) == 1
+    assert next_to_open([1000, 900], [], pace=100.0, seconds_left=10) == 0  # none fits: the first anyway
+
+
+def test_a_runs_work_left_counts_what_an_earlier_command_did(tmp_path):
+    job = Job(tiny(iterations=1000), tmp_path / "run")
+    assert sweep._work_left(job) == 1000 * 20  # ResNet-20: 20 weighted layers an iteration
+    job.folder.path.mkdir()
+    job.folder.write_summary(records.Summary("unfinished", iterations_done=900, iterations_planned=1000))
+    assert sweep._work_left(job) == 100 * 20
+    assert sweep._work(paper_config("plain56"), 10) == 560
+
+
+def test_the_pace_is_measured_over_the_recent_past():
+    now = [0.0]
+    pace = sweep.Pace(clock=lambda: now[0])
+    now[0] = 5.0
+    pace.add(100)
+    assert pace.rate() is None  # less than MEASURE_S measured
+    now[0] = 25.0
+    pace.add(100)
+    assert pace.rate() == pytest.approx(200 / 25)
+    now[0] = 100.0
+    pace.add(0)  # 75 s without work: the old samples leave the window, and the pace shows it
+    assert pace.rate() == 0.0
 
 
 def test_sweep_skips_a_diverged_run(cifar_data, tmp_path, capsys):
