@@ -124,3 +124,67 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
     table = (fresh / "figures" / "table6.md").read_text()
     assert "CIFAR-10 (modified copy" in table and f"code {records.code_fingerprint()}" in table
     assert (fresh / "figures" / "fig6_degradation.png").stat().st_size > 10_000
+
+
+FAKE_PART = """import shutil, sys
+from pathlib import Path
+src, dest = Path({src!r}), Path(sys.argv[1]) / {batches!r}
+dest.mkdir(parents=True, exist_ok=True)
+for name in {names!r} or [p.name for p in src.iterdir()]:
+    shutil.copy2(src / name, dest / name)
+sys.exit({rc})
+"""
+
+
+@pytest.mark.slow
+def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
+    """experiments/gpu_slice.sh as a slice runs it, with stand-ins for the two data parts (.c1 writes its
+    batches and says part 2 is missing, exit 3, as make_cifar10.py does): the CUDA tests (skipped here),
+    a budget too small to train, bad usage, then a run trained within the budget and packed into $OUT."""
+    tree = copy_tree(tmp_path / "tree")
+    full = write_cifar10(tmp_path / "cifar", n_train_per_batch=200, n_test=200, seed=0) / BATCHES_DIR
+    for part, names, rc in ((".c1", list(PART_1), 3), (".c2", None, 0)):
+        (tree / part).mkdir()
+        (tree / part / "make_cifar10.py").write_text(
+            FAKE_PART.format(src=str(full), batches=BATCHES_DIR, names=names, rc=rc))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OUT=str(out), RESULTS=str(tmp_path / "r"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+
+    def slice_script(*args):
+        return subprocess.run(["bash", "experiments/gpu_slice.sh", *map(str, args)], cwd=tree, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    plan = ["--rehearse", 8, "--device", "cpu", "--shard", RESNET20]
+    check = slice_script("check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "skipped" in (out / "test_gpu.log").read_text()
+    assert sorted(os.listdir(tree / "data" / BATCHES_DIR)) == sorted(PART_1)
+
+    assert slice_script("train", "soon", *plan).returncode == 2
+    idle = slice_script("train", 20, *plan)
+    assert idle.returncode == 0 and "nothing trained" in idle.stderr, idle.stderr
+    assert not (tmp_path / "r" / "runs").exists()
+
+    trained = slice_script("train", 90, *plan)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "sweep: 1 of 1 runs finished" in (out / "train.log").read_text()
+    with tarfile.open(out / "slice.tar") as tar:
+        packed = json.loads(tar.extractfile("resnet20-A-paper-s0/summary.json").read())
+    assert packed["status"] == "finished" and packed["iterations_done"] == 8
+    assert "done in" in (out / "slice.log").read_text()
+
+    # a later slice on a new machine: the runs come along in .c3/ archives, or committed in results/runs;
+    # either way the finished run is not trained again
+    (tree / ".c3").mkdir()
+    shutil.copy2(out / "slice.tar", tree / ".c3" / "carry.tar")
+    env["RESULTS"] = str(tmp_path / "r2")
+    again = slice_script("train", 90, *plan)
+    assert again.returncode == 0 and "resnet20-A-paper-s0: finished before, skipped" in again.stdout
+    assert "unpack: 1 added" in (out / "slice.log").read_text()
+    shutil.rmtree(tree / ".c3")
+    shutil.copytree(tmp_path / "r2" / "runs", tree / "results" / "runs")
+    env["RESULTS"] = str(tmp_path / "r3")
+    committed = slice_script("train", 90, *plan)
+    assert committed.returncode == 0 and "resnet20-A-paper-s0: finished before, skipped" in committed.stdout

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# A lent GPU's slice, prepared here so that nothing is decided on the clock (README: "On a lent GPU").
+# CIFAR-10 travels in two parts (.c1, .c2: one part fits beside the tree in a call), so a slice is two
+# commands on one warm machine, run from the repository root:
+#
+#   bash experiments/gpu_slice.sh check                       # carry .c1: data part 1, the CUDA tests
+#   bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]
+#                                                             # carry .c2: the data; with --speed
+#       benchmarks/gpu_speed.py first (at most 2/5 of SECONDS); then experiments/replicate.py until
+#       SECONDS after this command began, less a reserve for packing; then the runs packed
+#
+# Either command first copies the committed runs into $RESULTS (finished runs are skipped) and unpacks the
+# archives in .c3/ (unfinished runs of an earlier slice, made here with replicate.py --pack .c3/carry.tar),
+# so the sweep continues where the last slice stopped. What comes back lands in $OUT:
+# slice.tar (and slice.part2.tar, ...: every run's records, the unfinished runs' checkpoints), the logs,
+# gpu.json and gpu.md. The runs themselves stay in $RESULTS (default /tmp/r) while the machine is warm.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/slice-out}
+RESULTS=${RESULTS:-/tmp/r}
+PACK_RESERVE=40  # seconds kept for writing the checkpoints and packing them
+CHECKPOINT_MB=40  # unfinished runs' checkpoints packed at most (the files back: 64 MiB in all)
+mkdir -p "$OUT"
+start=$SECONDS
+
+say() { echo "gpu_slice: $*" | tee -a "$OUT/slice.log" >&2; }
+
+# The runs this slice continues: the finished ones committed in results/runs (copied, so that the sweep
+# skips them), then any archives carried in .c3/ (unfinished runs with their checkpoints).
+unpack_carried() {
+    if [ -d results/runs ]; then
+        mkdir -p "$RESULTS/runs"
+        cp -rn results/runs/. "$RESULTS/runs/"
+    fi
+    if compgen -G ".c3/*.tar" >/dev/null; then
+        python3 experiments/replicate.py --results "$RESULTS" "$@" --unpack .c3/*.tar | tee -a "$OUT/slice.log"
+    fi
+}
+
+case "${1:-}" in
+check)
+    python3 .c1/make_cifar10.py data
+    rc=$?
+    [ "$rc" = 0 ] || [ "$rc" = 3 ] || say "data part 1 was not written (exit $rc); the CUDA tests need none"
+    unpack_carried
+    python3 -m pytest -q tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log"
+    ;;
+train)
+    budget=${2:-}
+    if ! [[ "$budget" =~ ^[0-9]+$ ]]; then
+        echo "usage: bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]" >&2
+        exit 2
+    fi
+    shift 2
+    speed=0
+    if [ "${1:-}" = "--speed" ]; then speed=1; shift; fi
+    if [ -f .c2/make_cifar10.py ]; then
+        python3 .c2/make_cifar10.py data || {
+            say "the data could not be made (exit $?): if part 1 is missing, this machine is a new one; run 'check' first"
+            exit 1
+        }
+    fi
+    unpack_carried "$@"
+    if [ "$speed" = 1 ]; then
+        timeout $((budget * 2 / 5)) python3 benchmarks/gpu_speed.py 2>&1 | tee "$OUT/gpu_speed.log"
+        cp benchmarks/results/gpu.json benchmarks/results/gpu.md "$OUT/" 2>/dev/null ||
+            say "benchmarks/gpu_speed.py wrote no record in its $((budget * 2 / 5)) s (see gpu_speed.log)"
+    fi
+    limit=$((budget - (SECONDS - start) - PACK_RESERVE))
+    rc=0
+    if [ "$limit" -ge 30 ]; then
+        say "training for at most $limit s"
+        python3 experiments/replicate.py --results "$RESULTS" --time-limit "$limit" "$@" 2>&1 |
+            tee "$OUT/train.log"
+        rc=$?
+    else
+        say "only $limit s left for training: nothing trained"
+    fi
+    python3 experiments/replicate.py --results "$RESULTS" "$@" --pack "$OUT/slice.tar" \
+        --checkpoint-mb "$CHECKPOINT_MB" | tee -a "$OUT/slice.log" || rc=1
+    say "done in $((SECONDS - start)) s of $budget"
+    exit "$rc"
+    ;;
+*)
+    sed -n '2,15p' "$0" >&2
+    exit 2
+    ;;
+esac
