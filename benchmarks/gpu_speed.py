@@ -120,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data_dir, download=args.download)
     graph = device.type == "cuda"
     rows = []
+    record = {"device": torch.cuda.get_device_name(device) if graph else "cpu",
+              "torch_version": torch.__version__,
+              **code_version(), "data": data.name, "data_fingerprint": data.fingerprint,
+              "compile": args.compile, "warmup": args.warmup, "iterations": args.iterations, "networks": rows,
+              "figure6_set": None,
+              "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])}
+    out = args.out or REPO / "benchmarks" / "results" / ("gpu" if graph else "cpu_smoke")
     with tempfile.TemporaryDirectory(prefix="gpu_speed_") as tmp:
         for arch in args.archs:
             def time_it(runs: int, g: bool, arch: str = arch) -> float:
@@ -134,19 +141,17 @@ def main(argv: list[str] | None = None) -> int:
             row.update(full_schedule_gpu_s=round(best * FULL / 1000, 1), target_s=TARGET_S.get(arch))
             print(row, flush=True)
             rows.append(row)
-        the_set = figure6_set(args.set_archs, data, device, iterations=args.set_iterations,
-                              compile=args.compile, tmp=Path(tmp), data_dir=args.data_dir)
-    record = {"device": torch.cuda.get_device_name(device) if graph else "cpu",
-              "torch_version": torch.__version__,
-              **code_version(), "data": data.name, "data_fingerprint": data.fingerprint,
-              "compile": args.compile, "warmup": args.warmup, "iterations": args.iterations, "networks": rows,
-              "figure6_set": the_set,
-              "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])}
-    out = args.out or REPO / "benchmarks" / "results" / ("gpu" if graph else "cpu_smoke")
-    write_json(out.with_suffix(".json"), record)
-    atomic_write_bytes(out.with_suffix(".md"), markdown(record).encode())
+            save(record, out)  # what is measured is kept if the command is stopped before the end
+        record["figure6_set"] = figure6_set(args.set_archs, data, device, iterations=args.set_iterations,
+                                            compile=args.compile, tmp=Path(tmp), data_dir=args.data_dir)
+    save(record, out)
     print(markdown(record))
     return 0
+
+
+def save(record: dict, out: Path) -> None:
+    write_json(out.with_suffix(".json"), record)
+    atomic_write_bytes(out.with_suffix(".md"), markdown(record).encode())
 
 
 def markdown(r: dict) -> str:
@@ -172,6 +177,8 @@ def markdown(r: dict) -> str:
                      + f" | {n['full_schedule_gpu_s']:,.1f} | "
                        f"{verdict(n['full_schedule_gpu_s'], n['target_s'])} |")
     s = r["figure6_set"]
+    if s is None:
+        return "\n".join(lines + ["", "Figure 6 set: not measured (the command ended before it)."]) + "\n"
     how = f"extrapolated from {s['iterations']:,} iterations per network" if s["extrapolated"] else "measured"
     lines += ["", f"Figure 6 set ({', '.join(s['test_errors'])}), trained at once: {s['wall_s']:,.1f} s for "
                   f"{s['iterations']:,} iterations each; 64k iterations: "

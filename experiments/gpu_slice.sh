@@ -6,7 +6,7 @@
 #   bash experiments/gpu_slice.sh check                       # carry .c1: data part 1, the CUDA tests
 #   bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]
 #                                                             # carry .c2: the data; with --speed
-#       benchmarks/gpu_speed.py first (at most 2/5 of SECONDS); then experiments/replicate.py until
+#       benchmarks/gpu_speed.py first (at most half of SECONDS; what it measured is kept); then experiments/replicate.py until
 #       SECONDS after this command began, less a reserve for packing; then the runs packed
 #
 # Either command first copies the committed runs into $RESULTS (finished runs are skipped) and unpacks the
@@ -62,9 +62,9 @@ train)
     fi
     unpack_carried "$@"
     if [ "$speed" = 1 ]; then
-        timeout $((budget * 2 / 5)) python3 benchmarks/gpu_speed.py 2>&1 | tee "$OUT/gpu_speed.log"
+        timeout $((budget / 2)) python3 benchmarks/gpu_speed.py 2>&1 | tee "$OUT/gpu_speed.log"
         cp benchmarks/results/gpu.json benchmarks/results/gpu.md "$OUT/" 2>/dev/null ||
-            say "benchmarks/gpu_speed.py wrote no record in its $((budget * 2 / 5)) s (see gpu_speed.log)"
+            say "benchmarks/gpu_speed.py wrote no record in its $((budget / 2)) s (see gpu_speed.log)"
     fi
     limit=$((budget - (SECONDS - start) - PACK_RESERVE))
     rc=0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,27 @@ def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] * 16_000, abs=0.05 * 16_000 + 1)
     md = out.with_suffix(".md").read_text()
     assert "resnet20" in md and "extrapolated from 4 iterations" in md and record["command"] in md
+
+
+def test_gpu_speed_stopped_midway_keeps_what_it_measured(cifar_root, tmp_path):
+    """A slice's command limit may stop the benchmark (experiments/gpu_slice.sh runs it under timeout):
+    each network's row is on disk as soon as it is measured."""
+    out = tmp_path / "speed"
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--device", "cpu",
+                             "--archs", "resnet20", "--iterations", "4", "--warmup", "1", "--concurrent", "2",
+                             "--set-archs", "resnet20", "--set-iterations", "100000",
+                             "--data-dir", str(cifar_root), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not out.with_suffix(".md").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert [n["arch"] for n in record["networks"]] == ["resnet20"] and record["figure6_set"] is None
+    assert "Figure 6 set: not measured" in out.with_suffix(".md").read_text()
 
 
 def test_gpu_speed_without_data_is_a_clear_error(tmp_path):
