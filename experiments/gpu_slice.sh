@@ -6,8 +6,9 @@
 #   bash experiments/gpu_slice.sh check                       # carry .c1: data part 1, the CUDA tests
 #   bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]
 #                                                             # carry .c2: the data; with --speed
-#       benchmarks/gpu_speed.py first (at most half of SECONDS; what it measured is kept); then experiments/replicate.py until
-#       SECONDS after this command began, less a reserve for packing; then the runs packed
+#       benchmarks/gpu_speed.py first (at most half of SECONDS; what it measured is kept); then
+#       experiments/replicate.py until SECONDS after this command began, less a reserve for packing;
+#       then the runs packed
 #
 # Either command first copies the committed runs into $RESULTS (finished runs are skipped) and unpacks the
 # archives in .c3/ (unfinished runs of an earlier slice, made here with replicate.py --pack .c3/carry.tar),
@@ -27,13 +28,14 @@ say() { echo "gpu_slice: $*" | tee -a "$OUT/slice.log" >&2; }
 
 # The runs this slice continues: the finished ones committed in results/runs (copied, so that the sweep
 # skips them), then any archives carried in .c3/ (unfinished runs with their checkpoints).
-unpack_carried() {
+bring_runs() {
     if [ -d results/runs ]; then
         mkdir -p "$RESULTS/runs"
         cp -rn results/runs/. "$RESULTS/runs/"
     fi
     if compgen -G ".c3/*.tar" >/dev/null; then
-        python3 experiments/replicate.py --results "$RESULTS" "$@" --unpack .c3/*.tar | tee -a "$OUT/slice.log"
+        python3 experiments/replicate.py --results "$RESULTS" "$@" --unpack .c3/*.tar |
+            tee -a "$OUT/slice.log"
     fi
 }
 
@@ -42,7 +44,7 @@ check)
     python3 .c1/make_cifar10.py data
     rc=$?
     [ "$rc" = 0 ] || [ "$rc" = 3 ] || say "data part 1 was not written (exit $rc); the CUDA tests need none"
-    unpack_carried
+    bring_runs
     python3 -m pytest -q tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log"
     ;;
 train)
@@ -56,11 +58,12 @@ train)
     if [ "${1:-}" = "--speed" ]; then speed=1; shift; fi
     if [ -f .c2/make_cifar10.py ]; then
         python3 .c2/make_cifar10.py data || {
-            say "the data could not be made (exit $?): if part 1 is missing, this machine is a new one; run 'check' first"
+            say "the data could not be made (exit $?): if part 1 is missing, this machine is a new one;" \
+                "run 'check' first"
             exit 1
         }
     fi
-    unpack_carried "$@"
+    bring_runs "$@"
     if [ "$speed" = 1 ]; then
         timeout $((budget / 2)) python3 benchmarks/gpu_speed.py 2>&1 | tee "$OUT/gpu_speed.log"
         cp benchmarks/results/gpu.json benchmarks/results/gpu.md "$OUT/" 2>/dev/null ||
@@ -82,7 +85,7 @@ train)
     exit "$rc"
     ;;
 *)
-    sed -n '2,15p' "$0" >&2
+    sed -n '2,17p' "$0" >&2
     exit 2
     ;;
 esac

@@ -175,21 +175,20 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
     # fresh streams for 55 runs would put two open runs on one stream
     streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(slots)]
     # runs that were started before come first: they are the nearest to their end
-    pending = sorted(jobs, key=lambda job: not job.folder.holds_a_run())
-    work_left = [_work_left(job) for job in pending]
+    pending = [(job, _work_left(job)) for job in sorted(jobs, key=lambda job: not job.folder.holds_a_run())]
     active: dict[int, Run] = {}
     pace = Pace()
     try:
         while pending or active:
             for slot in range(slots):
                 while slot not in active and pending and execution.deadline.remaining() > 10:
-                    i = next_to_open(work_left, [_work(r.config, r.data.total_iterations - r.state.iteration)
-                                                 for r in active.values()],
+                    i = next_to_open([work for _, work in pending],
+                                     [_work(r.config, r.data.total_iterations - r.state.iteration)
+                                      for r in active.values()],
                                      pace=pace.rate(), seconds_left=execution.deadline.remaining())
                     if i is None:
                         break
-                    work_left.pop(i)
-                    run = _open_run(pending.pop(i), execution, data, streams[slot])
+                    run = _open_run(pending.pop(i)[0], execution, data, streams[slot])
                     if run is not None:
                         active[slot] = run
             trained = ended = 0
@@ -215,13 +214,11 @@ class Pace:
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
-        self.done = 0.0
         self.samples = deque([(clock(), 0.0)])  # (time, work done by then)
 
     def add(self, work: float) -> None:
-        self.done += work
         now = self.clock()
-        self.samples.append((now, self.done))
+        self.samples.append((now, self.samples[-1][1] + work))
         while len(self.samples) > 2 and now - self.samples[1][0] >= PACE_WINDOW_S:
             self.samples.popleft()
 
