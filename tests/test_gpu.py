@@ -15,6 +15,7 @@ import torch
 
 from resnet import train as engine
 from resnet.config import Execution, paper_config, scaled_schedule
+from resnet.records import RunFolder
 from resnet.results import load_log
 from resnet.sweep import Job, run_sweep
 
@@ -84,7 +85,8 @@ def test_a_paused_graph_runs_checkpoint_holds_exactly_that_iterations_weights(ci
     with engine.Run(config(), data=cifar_data, out=tmp_path / "paused", execution=GPU) as run:
         run.advance(37)
         run.pause()
-    saved = torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=False)["state"]
+    # read as a resume on another machine would (the checkpoint holds CUDA tensors: map them to the CPU)
+    saved = RunFolder(tmp_path / "paused").read_checkpoint(config(), "cpu")
     with engine.Run(config(), data=cifar_data, out=tmp_path / "straight",
                     execution=GPU.replace(checkpoint_every=10_000)) as run:
         run.advance(37)
