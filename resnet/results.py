@@ -256,7 +256,7 @@ def _write_table(df: pd.DataFrame, path: Path, title: str) -> list[Path]:
 
 def _build_degradation(root: Path, out: Path) -> list[Path]:
     runs = degradation_runs(load_runs(root))
-    if runs.empty or runs["residual"].nunique() < 2:
+    if runs.empty:  # one side alone is drawn too: the plan finishes the plain nets first
         return []
     text = label(runs)
     fig = plots.plot_degradation(degradation_curves(runs),
@@ -318,7 +318,7 @@ def build(results_root: Path, *, only: Iterable[str] | None = None, out: Path | 
     for name in only or BUILDERS:
         files = BUILDERS[name](Path(results_root), out)
         print(f"{name}: " + (", ".join(map(display_path, files)) if files
-                             else f"skipped, no finished runs for it under {display_path(results_root)}"))
+                             else f"skipped, not enough finished runs for it under {display_path(results_root)}"))
         made += files
     return made
 

@@ -142,6 +142,20 @@ def test_build_draws_figures_and_tables(trained, tmp_path, capsys):
         assert list(csv.DictReader(f))[0]["ResNet test, paper"] == "8.75"
 
 
+def test_figure6_and_table6_with_the_plain_nets_alone(results_copy, tmp_path):
+    """The plan trains the plain nets first: after a first GPU slice Figure 6 has its left panel only."""
+    runs = results_copy["runs"]
+    for key in ("resnet20-A", "resnet20-A-s1", "resnet20-B"):
+        shutil.rmtree(runs[key][1])
+    made = results.build(results_copy["root"], only=("degradation",), out=tmp_path / "figs")
+    assert {Path(p).name for p in made} == {"fig6_degradation.png", "table6.md", "table6.csv"}
+    assert_png(tmp_path / "figs" / "fig6_degradation.png")
+    with open(tmp_path / "figs" / "table6.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["plain test"] == f"{pct(runs['plain20'][2].final_test_error):.2f}"
+    assert row["ResNet test"] == "–" and row["ResNet test, paper"] == "8.75"
+
+
 def test_empty_results_folder_skips_every_builder(tmp_path, capsys):
     (tmp_path / "results" / "runs").mkdir(parents=True)
     assert results.build(tmp_path / "results", out=tmp_path / "figs") == []
