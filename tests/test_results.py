@@ -124,6 +124,21 @@ def test_records_root_prefers_full_then_short_then_quick_records(trained, tmp_pa
         results.records_root(empty, showing="table7")
 
 
+def test_records_root_prefers_both_halves_of_figure6_to_a_longer_schedule(trained, tmp_path):
+    """A first GPU slice finishes plain nets only: the notebooks keep the short schedule's whole Figure 6
+    until the full schedule has ResNets too, and take a full-schedule half over a short-schedule half."""
+    root = tmp_path / "results"
+    plain, resnet = trained["runs"]["plain20"][1], trained["runs"]["resnet20-A"][1]
+    shutil.copytree(plain, root / "runs" / plain.name)
+    assert results.records_root(root) == root  # nothing else anywhere
+    shutil.copytree(resnet, root / "short" / "runs" / resnet.name)
+    assert results.records_root(root) == root  # one kind in each: the longer schedule
+    shutil.copytree(plain, root / "short" / "runs" / plain.name)
+    assert results.records_root(root) == root / "short"
+    shutil.copytree(resnet, root / "runs" / resnet.name)
+    assert results.records_root(root) == root
+
+
 # ------------------------------------------------------------------------------------------ figures
 def test_build_draws_figures_and_tables(trained, tmp_path, capsys):
     out = tmp_path / "figs"
