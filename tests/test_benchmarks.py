@@ -6,12 +6,14 @@ printed as ratios against a reference measured in the same run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,15 +30,34 @@ def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     record = json.loads(out.with_suffix(".json").read_text())
     (net,) = record["networks"]
     assert net["arch"] == "resnet20" and net["eager_ms"] > 0 and net["graph_ms"] is None  # no graph on a CPU
+    assert net["graph_replay_ms"] is None and net["batch_ms"] is None
     assert set(net["concurrent_ms"]) == {"2"} and net["concurrent_ms"]["2"] > 0
     assert net["full_schedule_gpu_s"] == round(net["concurrent_ms"]["2"] * 64_000 / 1000, 1)
     assert net["target_s"] == 60
+    mixed = record["set_in_turn"]
+    assert mixed["archs"] == ["resnet20", "plain20"] and set(mixed["alone_ms"]) == {"resnet20", "plain20"}
+    assert mixed["alone_ms"]["resnet20"] == net["eager_ms"]  # measured once, reused for the set
+    assert mixed["together_ms"] > 0 and mixed["together_replay_ms"] is None
     the_set = record["figure6_set"]
     assert set(the_set["test_errors"]) == {"resnet20", "plain20"} and the_set["extrapolated"]
-    # 4 -> 64k iterations; wall_s is rounded to 0.1 s, so the two agree within 0.05 s x 16,000
-    assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] * 16_000, abs=0.05 * 16_000 + 1)
+    # evaluated at every one of the 4 iterations: the steady pace is measured, the opening counted once
+    steady = the_set["steady_ms_per_iteration"] / 1000
+    assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] + (64_000 - 4) * steady,
+                                                       abs=1)  # the record's roundings
     md = out.with_suffix(".md").read_text()
     assert "resnet20" in md and "extrapolated from 4 iterations" in md and record["command"] in md
+    assert "one network after another" in md and "its opening counted once" in md
+
+
+def test_the_steady_pace_leaves_out_the_opening():
+    """A set that spent 30 s opening its runs and then 0.01 s per iteration: 0.01, not 30 s / 1,000."""
+    spec = importlib.util.spec_from_file_location("gpu_speed", REPO / "benchmarks" / "gpu_speed.py")
+    gpu_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_speed)
+    log = pd.DataFrame({"iteration": [250, 500, 750, 1000], "elapsed_s": [32.5, 35.0, 37.5, 40.0]})
+    slower = log.assign(elapsed_s=[33.0, 36.0, 39.0, 42.0])
+    assert gpu_speed.steady_paces([log, slower]) == pytest.approx([0.01, 0.012])
+    assert gpu_speed.steady_paces([log, log.iloc[:1]]) is None  # one evaluation: no pace to measure
 
 
 def test_gpu_speed_stopped_midway_keeps_what_it_measured(cifar_root, tmp_path):
