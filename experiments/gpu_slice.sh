@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # A lent GPU's slice, prepared here so that nothing is decided on the clock (README: "On a lent GPU").
 # CIFAR-10 travels in two parts (.c1, .c2: one part fits beside the tree in a call), so a slice is two
-# commands on one warm machine, run from the repository root:
+# commands on one warm machine (then more `train` commands while it stays warm), from the repository root:
 #
 #   bash experiments/gpu_slice.sh check                       # carry .c1: data part 1, the CUDA tests
 #   bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]
 #                                                             # carry .c2: the data; with --speed
-#       benchmarks/gpu_speed.py first (at most half of SECONDS; what it measured is kept); then
-#       experiments/replicate.py until SECONDS after this command began, less a reserve for packing;
-#       then the runs packed
+#       benchmarks/gpu_speed.py and benchmarks/grouped_speed.py first (at most 2/5 and 1/10 of SECONDS;
+#       what they measured is kept); then experiments/replicate.py until SECONDS after this command
+#       began, less a reserve for packing; then the runs packed
 #
 # Either command first copies the committed runs into $RESULTS (finished runs are skipped) and unpacks the
 # archives in .c3/ (unfinished runs of an earlier slice, made here with replicate.py --pack .c3/carry.tar),
 # so the sweep continues where the last slice stopped. What comes back lands in $OUT:
 # slice.tar (and slice.part2.tar, ...: every run's records, the unfinished runs' checkpoints), the logs,
-# gpu.json and gpu.md. The runs themselves stay in $RESULTS (default /tmp/r) while the machine is warm.
+# gpu.json, gpu.md, grouped.json and grouped.md. The runs themselves stay in $RESULTS (default /tmp/r)
+# while the machine is warm.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/slice-out}
@@ -65,9 +66,14 @@ train)
     fi
     bring_runs "$@"
     if [ "$speed" = 1 ]; then
-        timeout $((budget / 2)) python3 benchmarks/gpu_speed.py 2>&1 | tee "$OUT/gpu_speed.log"
-        cp benchmarks/results/gpu.json benchmarks/results/gpu.md "$OUT/" 2>/dev/null ||
-            say "benchmarks/gpu_speed.py wrote no record in its $((budget / 2)) s (see gpu_speed.log)"
+        for bench in gpu:$((budget * 2 / 5)) grouped:$((budget / 10)); do
+            name=${bench%%:*} seconds=${bench#*:}
+            # written straight into $OUT: never mistaken for the committed record of an earlier GPU
+            timeout "$seconds" python3 "benchmarks/${name}_speed.py" --out "$OUT/$name" 2>&1 |
+                tee "$OUT/${name}_speed.log"
+            [ -f "$OUT/$name.json" ] ||
+                say "benchmarks/${name}_speed.py wrote no record in its $seconds s (see ${name}_speed.log)"
+        done
     fi
     limit=$((budget - (SECONDS - start) - PACK_RESERVE))
     rc=0
@@ -85,7 +91,7 @@ train)
     exit "$rc"
     ;;
 *)
-    sed -n '2,17p' "$0" >&2
+    sed -n '2,18p' "$0" >&2
     exit 2
     ;;
 esac
