@@ -31,6 +31,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -209,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def save(record: dict, out: Path) -> None:
+def save(record: dict, out: Path, render: Callable[[dict], str] | None = None) -> None:
+    """``record`` as <out>.json and, rendered by ``render`` (default: this benchmark's markdown), <out>.md."""
     write_json(out.with_suffix(".json"), record)
-    atomic_write_bytes(out.with_suffix(".md"), markdown(record).encode())
+    atomic_write_bytes(out.with_suffix(".md"), (render or markdown)(record).encode())
 
 
 def markdown(r: dict) -> str:

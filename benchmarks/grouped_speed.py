@@ -43,12 +43,12 @@ from torch import Tensor, nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gpu_speed import allow_concurrent_streams, time_runs  # noqa: E402  (beside this file)
+from gpu_speed import allow_concurrent_streams, save, time_runs  # noqa: E402  (beside this file)
 from resnet import cli, inference, models  # noqa: E402
 from resnet.cifar10 import load_data  # noqa: E402
 from resnet.config import paper_config, resolve_device  # noqa: E402
 from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
-from resnet.records import atomic_write_bytes, code_version, write_json  # noqa: E402
+from resnet.records import code_version  # noqa: E402
 from resnet.step import on_device  # noqa: E402
 
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--archs", nargs="+", default=["resnet20", "resnet56", "resnet110"],
                     choices=models.CIFAR_ARCHS)
     ap.add_argument("--groups", type=cli.positive_int, nargs="+", default=[4, 8], help="networks as one")
-    ap.add_argument("--iterations", type=cli.positive_int, default=200, help="timed iterations")
+    ap.add_argument("--iterations", type=cli.positive_int, default=100, help="timed iterations")
     ap.add_argument("--warmup", type=cli.positive_int, default=10, help="untimed iterations first")
     ap.add_argument("--out", type=Path, default=None, help="record path without suffix")
     args = ap.parse_args(argv)
@@ -239,14 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                        "grouped_ms": group["ms"], "grouped_replay_ms": group["replay_ms"]}
                 print(row, flush=True)
                 rows.append(row)
-                save(record, out)
+                save(record, out, markdown)
     print(markdown(record))
     return 0
-
-
-def save(record: dict, out: Path) -> None:
-    write_json(out.with_suffix(".json"), record)
-    atomic_write_bytes(out.with_suffix(".md"), markdown(record).encode())
 
 
 def markdown(r: dict) -> str:

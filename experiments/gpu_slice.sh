@@ -6,7 +6,7 @@
 #   bash experiments/gpu_slice.sh check                       # carry .c1: data part 1, the CUDA tests
 #   bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]
 #                                                             # carry .c2: the data; with --speed
-#       benchmarks/gpu_speed.py and benchmarks/grouped_speed.py first (at most 2/5 and 1/10 of SECONDS;
+#       benchmarks/gpu_speed.py and benchmarks/grouped_speed.py first (at most 2/5 and 1/8 of SECONDS;
 #       what they measured is kept); then experiments/replicate.py until SECONDS after this command
 #       began, less a reserve for packing; then the runs packed
 #
@@ -66,7 +66,7 @@ train)
     fi
     bring_runs "$@"
     if [ "$speed" = 1 ]; then
-        for bench in gpu:$((budget * 2 / 5)) grouped:$((budget / 10)); do
+        for bench in gpu:$((budget * 2 / 5)) grouped:$((budget / 8)); do
             name=${bench%%:*} seconds=${bench#*:}
             # written straight into $OUT: never mistaken for the committed record of an earlier GPU
             timeout "$seconds" python3 "benchmarks/${name}_speed.py" --out "$OUT/$name" 2>&1 |
