@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import shlex
 import sys
 import tempfile
@@ -166,7 +167,7 @@ def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, 
     mean, std = normalization_stats(images)
     loaders = [TrainLoader(images, labels, batch_size=cfg.batch_size, seed=s, mean=mean, std=std)
                for s in range(k)]
-    epochs = [iter(ld.epoch(0)) for ld in loaders]
+    epochs = [(batch for e in itertools.count() for batch in ld.epoch(e)) for ld in loaders]
     x = torch.empty(cfg.batch_size, 3 * k, 32, 32, device=device, memory_format=torch.channels_last)
     y = torch.empty(cfg.batch_size, k, dtype=torch.int64, device=device)
 
@@ -183,6 +184,8 @@ def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, 
         y.copy_(torch.stack([b[1] for b in batches], 1))
 
     side = torch.cuda.Stream(device) if cuda else None
+    if side is not None:
+        side.wait_stream(torch.cuda.current_stream(device))  # the weights and statistics were made there
     with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
         for _ in range(warmup):  # lazy initialisation and the optimizer's state, outside the graph
             load()
