@@ -134,6 +134,18 @@ def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: 
             "test_errors": {s.arch: s.final_test_error for s in summaries}}
 
 
+def set_in_turn(archs: list[str], timed: Callable[[list[str]], dict], alone: dict[str, dict]) -> dict:
+    """The set's networks timed one at a time (``alone`` holds those measured already) and all advanced in
+    turn in one process, without evaluations: whether mixed depths overlap on the GPU."""
+    for arch in archs:
+        if arch not in alone:
+            alone[arch] = timed([arch])
+    mixed = timed(archs)
+    return {"archs": archs, "alone_ms": {a: alone[a]["ms"] for a in archs},
+            "alone_replay_ms": {a: alone[a]["replay_ms"] for a in archs},
+            "together_ms": mixed["ms"], "together_replay_ms": mixed["replay_ms"]}
+
+
 def steady_paces(logs: list) -> list[float] | None:
     """Each run's wall seconds per iteration from its log (pandas, as in log.csv): the seconds between its
     first and last evaluation over the iterations between them, so without its opening and first
@@ -193,14 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             print(row, flush=True)
             rows.append(row)
             save(record, out)  # what is measured is kept if the command is stopped before the end
-        for arch in args.set_archs:
-            if arch not in alone:
-                alone[arch] = timed([arch], graph)
-        mixed = timed(list(args.set_archs), graph)
-        record["set_in_turn"] = {
-            "archs": list(args.set_archs), "alone_ms": {a: alone[a]["ms"] for a in args.set_archs},
-            "alone_replay_ms": {a: alone[a]["replay_ms"] for a in args.set_archs},
-            "together_ms": mixed["ms"], "together_replay_ms": mixed["replay_ms"]}
+        record["set_in_turn"] = set_in_turn(list(args.set_archs), lambda archs: timed(archs, graph), alone)
         print(record["set_in_turn"], flush=True)
         save(record, out)
         record["figure6_set"] = figure6_set(args.set_archs, data, device, iterations=args.set_iterations,
