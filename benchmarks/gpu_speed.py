@@ -57,6 +57,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def per_iteration_ms(device: torch.device, body: Callable[[], int]) -> float:
+    """Wall milliseconds per iteration of ``body`` (which returns how many iterations it trained), the
+    device's queued work waited for before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    done = body()
+    _sync(device)
+    return round(1000 * (time.perf_counter() - t0) / done, 3)
+
+
 def time_runs(archs: list[str], data, device: torch.device, *, graph: bool, compile: bool, warmup: int,
               iterations: int, tmp: Path) -> dict[str, float | None]:
     """Wall milliseconds per training iteration of one run per entry of ``archs`` (seeds 0, 1, ...),
@@ -72,14 +82,8 @@ def time_runs(archs: list[str], data, device: torch.device, *, graph: bool, comp
               for s, arch in enumerate(archs)]
 
     def timed(work) -> float:  # ms per iteration of ``work(run, n)`` over every run, in turns of 25
-        _sync(device)
-        t0 = time.perf_counter()
-        done = 0
-        for _ in range(0, iterations, 25):
-            for run in active:
-                done += work(run, min(25, iterations))
-        _sync(device)
-        return round(1000 * (time.perf_counter() - t0) / done, 3)
+        return per_iteration_ms(device, lambda: sum(work(run, min(25, iterations))
+                                                    for _ in range(0, iterations, 25) for run in active))
 
     def replay(run: Run, n: int) -> int:
         with torch.cuda.stream(run.stream):

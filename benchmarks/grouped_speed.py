@@ -33,7 +33,6 @@ import itertools
 import shlex
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,13 +43,14 @@ from torch import Tensor, nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gpu_speed import allow_concurrent_streams, save, time_runs  # noqa: E402  (beside this file)
+# gpu_speed.py lies beside this file: the engine's timing, shared
+from gpu_speed import allow_concurrent_streams, per_iteration_ms, save, time_runs  # noqa: E402
 from resnet import cli, inference, models  # noqa: E402
 from resnet.cifar10 import load_data  # noqa: E402
 from resnet.config import paper_config, resolve_device  # noqa: E402
 from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
 from resnet.records import code_version  # noqa: E402
-from resnet.step import on_device  # noqa: E402
+from resnet.step import CudaGraphStep, on_device  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,14 +146,10 @@ def grouped_loss(logits: Tensor, labels: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 # Timing
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, iterations: int) -> dict:
-    """ms per iteration of one network when ``k`` train as one grouped network: its step replayed alone
-    on a fixed batch ("replay_ms"), and in a loop making each network's batch ("ms")."""
+    """ms per iteration of one network when ``k`` train as one grouped network: in a loop making each
+    network's batch ("ms"), and its captured step replayed alone on the last batch ("replay_ms"). On
+    CUDA the step is captured by the engine's own resnet.step.CudaGraphStep."""
     cuda = device.type == "cuda"
     cfg = paper_config(arch)
     nets = []
@@ -168,46 +164,38 @@ def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, 
     loaders = [TrainLoader(images, labels, batch_size=cfg.batch_size, seed=s, mean=mean, std=std)
                for s in range(k)]
     epochs = [(batch for e in itertools.count() for batch in ld.epoch(e)) for ld in loaders]
-    x = torch.empty(cfg.batch_size, 3 * k, 32, 32, device=device, memory_format=torch.channels_last)
-    y = torch.empty(cfg.batch_size, k, dtype=torch.int64, device=device)
 
-    def step() -> None:
+    def batch() -> tuple[Tensor, Tensor]:  # network k's batch in channels 3k..3k+2, its labels in column k
+        batches = [next(e) for e in epochs]
+        return torch.cat([b[0] for b in batches], 1), torch.stack([b[1] for b in batches], 1)
+
+    def train_step(x: Tensor, y: Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         with inference.autocast(device, "bf16"):
-            loss = grouped_loss(net(x), y)
+            loss = grouped_loss(net(x.contiguous(memory_format=torch.channels_last)), y)
         loss.backward()
         opt.step()
 
-    def load() -> None:
-        batches = [next(e) for e in epochs]
-        x.copy_(torch.cat([b[0] for b in batches], 1))
-        y.copy_(torch.stack([b[1] for b in batches], 1))
-
     side = torch.cuda.Stream(device) if cuda else None
+    step = CudaGraphStep(train_step, side) if cuda else train_step
     if side is not None:
         side.wait_stream(torch.cuda.current_stream(device))  # the weights and statistics were made there
     with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
-        for _ in range(warmup):  # lazy initialisation and the optimizer's state, outside the graph
-            load()
-            step()
-        graph = None
-        if cuda:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=side):
-                step()
-        run = graph.replay if graph is not None else step
+        for _ in range(max(warmup, CudaGraphStep.WARMUP + 1)):  # the capture happens here, untimed
+            step(*batch())
+        x, y = batch()
+        replay = step.graph.replay if cuda else lambda: train_step(x, y)
 
-        def timed(with_batches: bool) -> float:
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(iterations):
+        def loop(n: int, with_batches: bool) -> int:
+            for _ in range(n):
                 if with_batches:
-                    load()
-                run()
-            _sync(device)
-            return round(1000 * (time.perf_counter() - t0) / (iterations * k), 3)
+                    step(*batch())
+                else:
+                    replay()
+            return n * k
 
-        return {"ms": timed(True), "replay_ms": timed(False)}
+        return {"ms": per_iteration_ms(device, lambda: loop(iterations, True)),
+                "replay_ms": per_iteration_ms(device, lambda: loop(iterations, False))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,13 @@ bring_runs() {
     fi
 }
 
+# benchmarks/NAME_speed.py for at most SECONDS (bench NAME SECONDS), its record written straight into
+# $OUT: never mistaken for the committed record of an earlier GPU
+bench() {
+    timeout "$2" python3 "benchmarks/$1_speed.py" --out "$OUT/$1" 2>&1 | tee "$OUT/$1_speed.log"
+    [ -f "$OUT/$1.json" ] || say "benchmarks/$1_speed.py wrote no record in its $2 s (see $1_speed.log)"
+}
+
 case "${1:-}" in
 check)
     python3 .c1/make_cifar10.py data
@@ -66,14 +73,8 @@ train)
     fi
     bring_runs "$@"
     if [ "$speed" = 1 ]; then
-        for bench in gpu:$((budget * 2 / 5)) grouped:$((budget / 8)); do
-            name=${bench%%:*} seconds=${bench#*:}
-            # written straight into $OUT: never mistaken for the committed record of an earlier GPU
-            timeout "$seconds" python3 "benchmarks/${name}_speed.py" --out "$OUT/$name" 2>&1 |
-                tee "$OUT/${name}_speed.log"
-            [ -f "$OUT/$name.json" ] ||
-                say "benchmarks/${name}_speed.py wrote no record in its $seconds s (see ${name}_speed.log)"
-        done
+        bench gpu $((budget * 2 / 5))
+        bench grouped $((budget / 8))
     fi
     limit=$((budget - (SECONDS - start) - PACK_RESERVE))
     rc=0
