@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+
+from resnet import models
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -95,9 +98,6 @@ def test_a_grouped_network_is_its_k_networks(arch, shortcut, monkeypatch):
     networks on their own (float64, training mode: each network's BN on its own channels)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     grouped_speed = importlib.import_module("grouped_speed")
-    from resnet import models
-
-    torch = pytest.importorskip("torch")
     k, b = 3, 6
     nets = []
     for seed in range(k):
