@@ -183,12 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data_dir, download=args.download)
     graph = device.type == "cuda"
     rows = []
-    record = {"device": torch.cuda.get_device_name(device) if graph else "cpu",
-              "torch_version": torch.__version__,
-              **code_version(), "data": data.name, "data_fingerprint": data.fingerprint,
-              "compile": args.compile, "warmup": args.warmup, "iterations": args.iterations, "networks": rows,
-              "set_in_turn": None, "figure6_set": None,
-              "command": shlex.join(["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])}
+    record = {**header("gpu_speed.py", device, data), "compile": args.compile, "warmup": args.warmup,
+              "iterations": args.iterations, "networks": rows, "set_in_turn": None, "figure6_set": None}
     out = args.out or REPO / "benchmarks" / "results" / ("gpu" if graph else "cpu_smoke")
     with tempfile.TemporaryDirectory(prefix="gpu_speed_") as tmp:
         def timed(archs: list[str], g: bool) -> dict[str, float | None]:
@@ -217,6 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     save(record, out)
     print(markdown(record))
     return 0
+
+
+def header(script: str, device: torch.device, data) -> dict:
+    """What a GPU benchmark's record opens with: the device, torch, the code and data versions, and the
+    command (``script``: the benchmark's file name) that made it."""
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch_version": torch.__version__, **code_version(), "data": data.name,
+            "data_fingerprint": data.fingerprint,
+            "command": shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])}
 
 
 def save(record: dict, out: Path, render: Callable[[dict], str] | None = None) -> None:

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import copy
 import itertools
-import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -44,12 +43,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # gpu_speed.py lies beside this file: the engine's timing, shared
-from gpu_speed import allow_concurrent_streams, per_iteration_ms, save, time_runs  # noqa: E402
+from gpu_speed import allow_concurrent_streams, header, per_iteration_ms, save, time_runs  # noqa: E402
 from resnet import cli, inference, models  # noqa: E402
 from resnet.cifar10 import load_data  # noqa: E402
 from resnet.config import paper_config, resolve_device  # noqa: E402
 from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
-from resnet.records import code_version  # noqa: E402
 from resnet.step import CudaGraphStep, on_device  # noqa: E402
 
 
@@ -213,11 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data_dir, download=args.download)
     cuda = device.type == "cuda"
     rows: list[dict] = []
-    record = {"device": torch.cuda.get_device_name(device) if cuda else "cpu",
-              "torch_version": torch.__version__,
-              **code_version(), "data": data.name, "data_fingerprint": data.fingerprint,
-              "iterations": args.iterations, "warmup": args.warmup, "rows": rows,
-              "command": shlex.join(["python", "benchmarks/grouped_speed.py", *sys.argv[1:]])}
+    record = {**header("grouped_speed.py", device, data), "iterations": args.iterations,
+              "warmup": args.warmup, "rows": rows}
     out = args.out or REPO / "benchmarks" / "results" / ("grouped" if cuda else "grouped_cpu_smoke")
     with tempfile.TemporaryDirectory(prefix="grouped_speed_") as tmp:
         for arch in args.archs:

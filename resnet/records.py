@@ -322,7 +322,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            holder = self._named_in(fd)
             os.close(fd)
             raise RunFolderError(f"{self.path.parent} is being trained by {holder}; it was left alone. Wait "
                                  f"for that process to end (or stop it), then run this command "
@@ -343,9 +343,14 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when fd closes
             return None
         except BlockingIOError:
-            return os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            return self._named_in(fd)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _named_in(fd: int) -> str:
+        """The holder a lock file names (written by acquire)."""
+        return os.read(fd, 4096).decode(errors="replace").strip() or "another process"
 
     def release(self) -> None:
         if self._fd is not None:
