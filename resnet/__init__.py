@@ -12,6 +12,7 @@ Modules, each using only those above it:
     inference   the one path from images to outputs (evaluation, confusion, layer responses)
     step        a run's data on its device, its state (the checkpoint), one step (eager or CUDA graph)
     train       a run that a driver advances (Run), and the loop (train)
+    group       runs of one network (its seeds) trained as one grouped network (GroupRun)
     sweep       many runs: in turn on one GPU, a share per GPU, processes on the CPU; a time limit
     transfer    packing runs to move them between machines, and unpacking them
     pretrained  published weights: publish, load by name, load any weights file

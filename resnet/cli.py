@@ -105,6 +105,9 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="runs at once: processes on the CPU (default 1), runs per GPU on CUDA "
                              "(default 8)")
+    parser.add_argument("--group", type=positive_int, default=None, metavar="K",
+                        help="at most K runs of one network that differ only in their seed train as one "
+                             "grouped network (default 8 on CUDA, 1 on the CPU; 1: every run alone)")
     parser.add_argument("--results", type=Path, default=None,
                         help="results folder (default: results/, results/short/ with --short, "
                              "results/quick/ with --quick)")
@@ -165,7 +168,8 @@ def execution(args: argparse.Namespace) -> Execution:
     """How the flags ask runs to be executed (device, graph, compile, runs at once, threads, time limit,
     progress), with the command line that continues the work."""
     return Execution(device=args.device, graph=args.graph, compile=args.compile,
-                     at_once=getattr(args, "jobs", None), threads=getattr(args, "threads", None),
+                     at_once=getattr(args, "jobs", None), group=getattr(args, "group", None),
+                     threads=getattr(args, "threads", None),
                      checkpoint_every=getattr(args, "checkpoint_every", None),
                      progress=not getattr(args, "no_progress", False),
                      deadline=Deadline.after(args.time_limit),

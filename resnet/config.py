@@ -296,7 +296,9 @@ class Execution:
     command line share, validated here once.
 
     ``graph``: the step captured in a CUDA graph (default: on CUDA in a single process). ``at_once``: runs
-    at once, processes on the CPU (default 1), runs per GPU on CUDA (default 8). ``checkpoint_every``:
+    at once, processes on the CPU (default 1), runs per GPU on CUDA (default 8); ``group``: at most this
+    many runs that differ only in their seed trained as one grouped network (resnet.group; default 8 on
+    CUDA, 1 on the CPU, where it gains nothing; 1 trains every run alone). ``checkpoint_every``:
     iterations between checkpoints (default: at every evaluation). ``command``: the command line that
     continues the work, for the last lines a command prints."""
 
@@ -304,6 +306,7 @@ class Execution:
     graph: bool | None = None
     compile: bool = False
     at_once: int | None = None
+    group: int | None = None
     threads: int | None = None
     checkpoint_every: int | None = None
     progress: bool = True
@@ -314,7 +317,7 @@ class Execution:
         device = resolve_device(self.device)
         if self.graph and device.type != "cuda":
             raise ConfigError("a CUDA-graph step needs a CUDA device; leave the graph off on the CPU")
-        for name in ("at_once", "threads", "checkpoint_every"):
+        for name in ("at_once", "group", "threads", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value > 0):
                 raise ConfigError(f"{name} must be a positive whole number; got {value!r}")
@@ -329,6 +332,10 @@ class Execution:
         if self.graph and distributed:
             raise ConfigError("a CUDA-graph step needs a single process; use the eager step with torchrun")
         return self.graph if self.graph is not None else device.type == "cuda" and not distributed
+
+    def group_size(self, device: torch.device) -> int:
+        """At most how many runs train as one grouped network on ``device``."""
+        return self.group if self.group is not None else 8 if device.type == "cuda" else 1
 
     def replace(self, **changes: Any) -> Execution:
         return dataclasses.replace(self, **changes)

@@ -85,8 +85,25 @@ def write_log(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(compact(obj), buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def compact(obj: Any) -> Any:
+    """``obj`` with every tensor that is a view into a larger storage copied out: torch.save writes a
+    tensor's whole storage, and a run trained in a group (resnet.group) holds its weights as slices of the
+    group's. Dicts, lists and tuples are walked; everything else is kept as it is."""
+    if isinstance(obj, torch.Tensor):
+        whole = obj.untyped_storage().nbytes()
+        return obj.clone() if whole > obj.numel() * obj.element_size() else obj
+    if isinstance(obj, dict):
+        out = type(obj)((k, compact(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state_dict's module versions, which load_state_dict reads
+            out._metadata = obj._metadata
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(compact(v) for v in obj)
+    return obj
 
 
 def git_commit() -> str:

@@ -166,6 +166,19 @@ class RunState:
         stopped = config.patience is not None and self.checks_without_improvement > config.patience
         return stopped or self.iteration >= total_iterations
 
+    def count_iteration(self, config: RunConfig, total_iterations: int,
+                        dist: Dist) -> tuple[float, float] | None:
+        """Count the iteration just stepped; end the warm-up at the check where the training error is below
+        its threshold (section 4.2); at an evaluation (or the end), return the (mean loss, error) of the
+        training since the last one (waits for the GPU), else None."""
+        self.iteration += 1
+        self.images += config.batch_size
+        if self.warmup_end is None and self.iteration % config.warmup_check_every == 0:
+            if self.take_stats(SINCE_WARMUP_CHECK, dist)[1] < config.warmup_until_train_error:
+                self.warmup_end = self.iteration
+        at_eval = self.iteration % config.eval_every == 0 or self.at_end(config, total_iterations)
+        return self.take_stats(SINCE_EVAL, dist) if at_eval else None
+
     def seconds_per_iteration(self) -> float:
         return self.train_s / max(1, self.iteration)
 

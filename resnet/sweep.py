@@ -11,6 +11,11 @@ until its folder is removed; a run that failed is recorded with its message, the
 next sweep retries it. With a time limit every unfinished run is checkpointed before it, and the last
 lines say per run where it is and how fast it went, and which command continues the others.
 
+On CUDA, runs of one network that differ only in their seed train as one grouped network (resnet.group,
+``Execution.group`` at most per group): one iteration of K runs is then as many GPU kernels as one run's,
+each K times larger, which fills the GPU where streams side by side cannot. Each run keeps its own
+folder, records and checkpoint, as if it had trained alone.
+
 Under a time limit, one GPU's sweep opens a run only when the open runs and it can all finish before the
 limit at the pace the sweep measures (see :func:`next_to_open`): runs advanced in turn move at the same
 number of iterations per turn and so would all end together, and a ten-minute command that opened eight
@@ -35,6 +40,7 @@ import torch
 
 from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig
+from resnet.group import GroupRun, MemberFailed, can_group, same_network
 from resnet.models import arch_depth
 from resnet.records import RunFolder, RunFolderError, Summary
 from resnet.train import Diverged, Run, RunFailed, train
@@ -74,7 +80,7 @@ def run_sweep(jobs: Sequence[Job], execution: Execution = Execution(), *, data: 
         n = torch.cuda.device_count()
         shares = [list(todo[i::n]) for i in range(n) if todo[i::n]]
         _in_processes(train_in_turn, shares, execution, n, data_dir=data_dir, download=download)
-    elif device.type == "cuda":
+    elif device.type == "cuda" or execution.group_size(device) > 1:
         train_in_turn(todo, execution.replace(device=str(device)), data)
     elif (execution.at_once or 1) > 1 and len(todo) > 1:
         _in_processes(_train_on_cpu, [[job] for job in todo], execution, execution.at_once,
@@ -164,10 +170,11 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
                   data_dir: str | None = None, download: bool = False) -> None:
     """Several runs in this process: up to ``execution.at_once`` open at a time (default 8), advanced in
     turn by ``CHUNK`` iterations each (on CUDA each run's work goes to its own stream, so the GPU overlaps
-    them); the next job starts as one ends (under a time limit, the next that can still finish: see
-    next_to_open), and an ended run lets go of its model, optimizer and graph. A
-    run that fails is recorded as 'failed' and the others go on. At the deadline, or when the sweep itself
-    is stopped, every open run is paused with a checkpoint."""
+    them); runs that differ only in their seed open together as one grouped network (see groups); the
+    next job starts as one ends (under a time limit, the next that can still finish: see next_to_open),
+    and an ended run lets go of its model, optimizer and graph. A run that fails is recorded as 'failed'
+    and the others go on. At the deadline, or when the sweep itself is stopped, every open run is paused
+    with a checkpoint."""
     data = data if data is not None else load_data(data_dir, download=download)
     device = execution.torch_device
     slots = execution.at_once or 8
@@ -175,36 +182,55 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
     # fresh streams for 55 runs would put two open runs on one stream
     streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(slots)]
     # runs that were started before come first: they are the nearest to their end
-    pending = [(job, _work_left(job)) for job in sorted(jobs, key=lambda job: not job.folder.holds_a_run())]
-    active: dict[int, Run] = {}
+    started_first = sorted(jobs, key=lambda job: not job.folder.holds_a_run())
+    pending = [(unit, sum(map(_work_left, unit)))
+               for unit in groups(started_first, execution.group_size(device))]
+    active: dict[int, Run | GroupRun] = {}
     pace = Pace()
     try:
         while pending or active:
             for slot in range(slots):
                 while slot not in active and pending and execution.deadline.remaining() > 10:
-                    i = next_to_open([work for _, work in pending],
-                                     [_work(r.config, r.data.total_iterations - r.state.iteration)
-                                      for r in active.values()],
+                    i = next_to_open([work for _, work in pending], [_open_work(r) for r in active.values()],
                                      pace=pace.rate(), seconds_left=execution.deadline.remaining())
                     if i is None:
                         break
                     run = _open_run(pending.pop(i)[0], execution, data, streams[slot])
                     if run is not None:
                         active[slot] = run
-            trained = ended = 0
+            ended = 0
             work = 0.0
             for slot, run in list(active.items()):
-                n, over = _turn(run)
-                trained, ended, work = trained + n, ended + over, work + _work(run.config, n)
+                done, over = _turn(run)
+                work, ended = work + done, ended + over
                 if over:
                     del active[slot]
             pace.add(work)
-            if not trained and not ended:
+            if not work and not ended:
                 break  # the deadline is near: no run could take another step
     finally:  # the time limit came, or the sweep was stopped: every open run keeps a checkpoint
         for run in active.values():
-            if run.summary is None:
+            if not _ended(run):
                 _settle(run, run.pause)
+
+
+def groups(jobs: Sequence[Job], size: int) -> list[list[Job]]:
+    """``jobs`` as the units a sweep opens, in order: up to ``size`` runs of one network that differ only
+    in their seed (and stand at the same iteration, so that they also end together) as one group, placed
+    where its first run was; every other run alone."""
+    units: list[list[Job]] = []
+    open_groups: dict[tuple[RunConfig, int], list[Job]] = {}
+    for job in jobs:
+        key = (job.config.replace(seed=0), _iterations_done(job))
+        unit = open_groups.get(key)
+        if size > 1 and can_group(job.config) and unit is not None and len(unit) < size:
+            unit.append(job)
+            continue
+        units.append([job])
+        if size > 1 and can_group(job.config):
+            open_groups[key] = units[-1]
+    assert all(same_network(u[0].config, j.config) for u in units for j in u)
+    return units
 
 
 class Pace:
@@ -255,52 +281,91 @@ def _work(config: RunConfig, iterations: int) -> float:
     return float(iterations * arch_depth(config.arch))
 
 
-def _work_left(job: Job) -> float:
-    """The work a pending run has left: its plan less what an earlier command did (when it said so)."""
+def _iterations_done(job: Job) -> int:
+    """How far an earlier command took the run (when its summary says so)."""
     summary = job.folder.summary()
-    done = (summary.iterations_done or 0) if summary is not None else 0
-    return _work(job.config, max(0, job.config.iterations - done))
+    return (summary.iterations_done or 0) if summary is not None else 0
 
 
-def _open_run(job: Job, execution: Execution, data: CIFAR10, stream: torch.cuda.Stream | None) -> Run | None:
-    try:
-        return Run(job.config, data=data, out=job.out, execution=execution,
-                   resume=job.folder.holds_a_run(), stream=stream)
-    except (ConfigError, RunFolderError) as e:
-        _report(job.out.name, Summary("skipped", str(e)))
-    except Exception as e:  # e.g. out of memory while building it: recorded, and the sweep goes on
-        _report(job.out.name, _failed_to_open(job, e))
+def _work_left(job: Job) -> float:
+    """The work a pending run has left: its plan less what an earlier command did."""
+    return _work(job.config, max(0, job.config.iterations - _iterations_done(job)))
+
+
+def _open_work(unit: Run | GroupRun) -> float:
+    """The work an open run (or each open run of a group) has left."""
+    runs = unit.open if isinstance(unit, GroupRun) else [unit]
+    return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in runs)
+
+
+def _ended(unit: Run | GroupRun) -> bool:
+    return unit.ended if isinstance(unit, GroupRun) else unit.summary is not None
+
+
+def _open_run(unit: Sequence[Job], execution: Execution, data: CIFAR10,
+              stream: torch.cuda.Stream | None) -> Run | GroupRun | None:
+    """Open a unit of ``groups``: a Run, or a GroupRun of several (without those of them that cannot be
+    opened: another process trains them, say). What cannot be opened is recorded, and the sweep goes on."""
+    jobs = list(unit)
+    while jobs:
+        try:
+            if len(jobs) == 1:
+                job = jobs[0]
+                try:
+                    return Run(job.config, data=data, out=job.out, execution=execution,
+                               resume=job.folder.holds_a_run(), stream=stream)
+                except Exception as e:
+                    raise MemberFailed(job, e) from e
+            return GroupRun(jobs, data=data, execution=execution, stream=stream,
+                            on_end=lambda run: _report(run.folder.name, run.summary))
+        except MemberFailed as e:  # the others open without it
+            _not_opened(e.job, e.error)
+            jobs.remove(e.job)
+        except Exception as e:  # e.g. out of memory while building the group: each run recorded
+            for job in jobs:
+                _not_opened(job, e)
+            return None
     return None
 
 
-def _turn(run: Run) -> tuple[int, bool]:
-    """One turn of ``run``: (iterations trained, whether it has ended and left the rotation)."""
+def _not_opened(job: Job, error: BaseException) -> None:
+    if isinstance(error, (ConfigError, RunFolderError)):
+        _report(job.out.name, Summary("skipped", str(error)))
+    else:  # e.g. out of memory while building it
+        _report(job.out.name, _failed_to_open(job, error))
+
+
+def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
+    """One turn of ``unit``: (the work it did, whether it has ended and left the rotation)."""
+    before = _open_work(unit)
     try:
-        trained = run.advance(CHUNK)
+        unit.advance(CHUNK)
     except KeyboardInterrupt:  # this run may be mid-iteration: its last periodic checkpoint is what stays
-        run.finish("unfinished", message="interrupted by the user; the same command continues it from its "
-                                         "last checkpoint")
+        unit.finish("unfinished", message="interrupted by the user; the same command continues it from its "
+                                          "last checkpoint")
         raise
-    except Diverged:  # advance wrote the 'diverged' summary and closed the run
-        _report(run.folder.name, run.summary)
-        return 0, True
+    except Diverged:  # a single run's advance wrote the 'diverged' summary and closed the run
+        _report(unit.folder.name, unit.summary)
+        return 0.0, True
     except Exception as e:  # a capture, CUDA or out-of-memory error ends this run, not the sweep
-        _settle(run, functools.partial(run.fail, e))
-        return 0, True
-    if run.done:
-        _settle(run, run.finish)
-        return trained, True
-    return trained, False
+        _settle(unit, functools.partial(unit.fail, e))
+        return 0.0, True
+    work = before - _open_work(unit)  # a group's members that ended in the turn are reported already
+    if unit.done:
+        _settle(unit, unit.finish)
+        return work, True
+    return work, _ended(unit)
 
 
-def _settle(run: Run, end: Callable[[], Summary]) -> None:
-    """End ``run`` with ``end`` (finish, pause or fail) and report it; a failure while ending it is
-    recorded as the run's failure."""
+def _settle(unit: Run | GroupRun, end: Callable[[], Summary | None]) -> None:
+    """End ``unit`` with ``end`` (finish, pause or fail) and report it (a group reports each run as it
+    ends it); a failure while ending it is recorded as the run's failure."""
     try:
         summary = end()
     except Exception as e:
-        summary = run.fail(e)
-    _report(run.folder.name, summary)
+        summary = unit.fail(e)
+    if isinstance(unit, Run):
+        _report(unit.folder.name, summary)
 
 
 def _failed_to_open(job: Job, error: Exception) -> Summary:

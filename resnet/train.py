@@ -21,6 +21,7 @@ import contextlib
 import os
 import platform
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,8 +31,7 @@ from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig, describe_schedule, learning_rate
 from resnet.distributed import Dist
 from resnet.records import RunFolder, RunFolderError, Summary, code_version, default_run_dir
-from resnet.step import (SINCE_EVAL, SINCE_WARMUP_CHECK, DeviceData, Diverged, RunState, make_step,
-                         set_learning_rate)
+from resnet.step import DeviceData, Diverged, RunState, make_step, set_learning_rate
 
 __all__ = ["Diverged", "RunFailed", "Run", "train"]  # Diverged: from resnet.step
 
@@ -52,8 +52,9 @@ class Run:
 
     def __init__(self, config: RunConfig, *, data: CIFAR10, out: str | os.PathLike | None = None,
                  execution: Execution = Execution(), resume: bool = False, dist: Dist | None = None,
-                 stream: torch.cuda.Stream | None = None) -> None:
+                 stream: torch.cuda.Stream | None = None, group: Sequence[str] = ()) -> None:
         self.config, self.execution, self.dist = config, execution, dist or Dist()
+        self.group = list(group)  # the runs it trains with as one network (resnet.group), when it does
         self.device = self.dist.device(execution.torch_device)
         self.uses_graph = execution.uses_graph(self.device, distributed=self.dist.enabled)
         self.checkpoint_every = execution.checkpoint_every or config.eval_every
@@ -67,9 +68,9 @@ class Run:
             self.state = RunState.new(config, self.device, len(data.classes))
             if resume and self.folder.checkpoint_path.exists():
                 self.state.load_checkpoint(self.folder.read_checkpoint(config, self.device))
-            self.step = make_step(self.state, self.dist.wrap(self.state.model, self.device),
-                                  precision=config.precision, compile=execution.compile,
-                                  graph_stream=self.stream if self.uses_graph else None)
+            self.step = None if self.group else make_step(  # a group's member is stepped by its group
+                self.state, self.dist.wrap(self.state.model, self.device), precision=config.precision,
+                compile=execution.compile, graph_stream=self.stream if self.uses_graph else None)
             self.lr = learning_rate(self.state.iteration, config, warmup_end=self.state.warmup_end)
             set_learning_rate(self.state.optimizer, self.lr)
             self.batches = self.data.batches(self.state.iteration, self.dist)
@@ -127,21 +128,26 @@ class Run:
         return bool(self.dist.all_reduce(torch.tensor([float(late)], device=self.device)).item())
 
     def _iterate(self) -> None:
-        state, cfg = self.state, self.config
         t0 = time.perf_counter()
-        lr = learning_rate(state.iteration, cfg, warmup_end=state.warmup_end)  # a pure function
-        if lr != self.lr:
-            set_learning_rate(state.optimizer, lr)
-            self.lr = lr
+        self.set_learning_rate()
         self.step(*next(self.batches))  # forward, backward, update; the loss and errors summed on the device
-        state.iteration += 1
-        state.images += cfg.batch_size
-        if state.warmup_end is None and state.iteration % cfg.warmup_check_every == 0:
-            if state.take_stats(SINCE_WARMUP_CHECK, self.dist)[1] < cfg.warmup_until_train_error:  # sec. 4.2
-                state.warmup_end = state.iteration
-        at_eval = state.iteration % cfg.eval_every == 0 or self.done
-        train_stats = state.take_stats(SINCE_EVAL, self.dist) if at_eval else None  # waits for the GPU
-        state.train_s += time.perf_counter() - t0  # evaluation and checkpoints are not training time
+        train_stats = self.state.count_iteration(self.config, self.data.total_iterations, self.dist)
+        self.state.train_s += time.perf_counter() - t0  # evaluation and checkpoints are not training time
+        self.log_and_checkpoint(train_stats)
+
+    # The parts of an iteration around the step, in order (resnet.group steps several runs at once)
+    def set_learning_rate(self) -> bool:
+        """Set the rate of the coming iteration, a pure function of it; whether it changed."""
+        lr = learning_rate(self.state.iteration, self.config, warmup_end=self.state.warmup_end)
+        if lr == self.lr:
+            return False
+        set_learning_rate(self.state.optimizer, lr)
+        self.lr = lr
+        return True
+
+    def log_and_checkpoint(self, train_stats: tuple[float, float] | None) -> None:
+        """At an evaluation, the log row; at the checkpoint interval (and the end), the checkpoint."""
+        state, cfg = self.state, self.config
         if train_stats is not None:
             if self.dist.is_writer:  # a log row: training loss and error since the last row, test error
                 state.record_evaluation(self.data, *train_stats, lr=self.lr, elapsed_s=self.elapsed_s(),
@@ -203,7 +209,7 @@ def _execution_record(run: Run) -> dict[str, Any]:
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     return {"device": str(device), "device_name": name, "world_size": run.dist.world_size,
-            "graph": run.uses_graph, "compile": run.execution.compile,
+            "graph": run.uses_graph, "compile": run.execution.compile, "group": run.group or None,
             "checkpoint_every": run.checkpoint_every,
             "precision": precision, "total_iterations": data.total_iterations,
             "batches_per_epoch": len(data.loader), "train_images": len(data.loader.labels),

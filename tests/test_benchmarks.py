@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from resnet import models
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,44 +88,6 @@ def test_gpu_speed_without_data_is_a_clear_error(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "nowhere" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x.json").exists()
-
-
-@pytest.mark.parametrize("arch, shortcut", [("resnet20", "A"), ("plain20", "A"), ("resnet20", "C")])
-def test_a_grouped_network_is_its_k_networks(arch, shortcut, monkeypatch):
-    """benchmarks/grouped_speed.py's K networks as one: the same outputs, gradients and SGD steps as the K
-    networks on their own (float64, training mode: each network's BN on its own channels)."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    grouped_speed = importlib.import_module("grouped_speed")
-    k, b = 3, 6
-    nets = []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        nets.append(models.build_model(arch, shortcut=shortcut).double())
-    group = grouped_speed.grouped(nets)
-    xs = [torch.randn(b, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(10 + i))
-          for i in range(k)]
-    ys = [torch.randint(0, 10, (b,), generator=torch.Generator().manual_seed(20 + i)) for i in range(k)]
-    sgd = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
-    opts = [torch.optim.SGD(n.parameters(), **sgd) for n in nets]
-    group_opt = torch.optim.SGD(group.parameters(), **sgd)
-    for _ in range(2):  # two steps: the second uses the momentum of the first
-        out = group(torch.cat(xs, 1))
-        assert out.shape == (b, k, 10)
-        group_opt.zero_grad()
-        grouped_speed.grouped_loss(out, torch.stack(ys, 1)).backward()
-        group_opt.step()
-        for i, (net, opt, x, y) in enumerate(zip(nets, opts, xs, ys)):
-            alone = net(x)  # once per step, as in the group: BN's running statistics move once
-            torch.testing.assert_close(out[:, i], alone, rtol=1e-9, atol=1e-9)
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(alone, y).backward()
-            opt.step()
-    for i, net in enumerate(nets):
-        mine = grouped_speed.network(group, nets, i)
-        theirs = net.state_dict()
-        assert mine.keys() == theirs.keys()
-        for name, value in theirs.items():
-            torch.testing.assert_close(mine[name], value, rtol=1e-9, atol=1e-9, msg=name)
 
 
 def test_grouped_speed_harness_writes_its_record(cifar_root, tmp_path):

@@ -1,6 +1,6 @@
 """The CUDA paths: the graph-captured step against the eager one, resume on the GPU, several runs at once on
-one GPU. Skipped on machines without a GPU (CI has none; a GPU session runs them:
-`python -m pytest tests/test_gpu.py`).
+one GPU (on streams, and as one grouped network). Skipped on machines without a GPU (CI has none; a GPU
+session runs them: `python -m pytest tests/test_gpu.py`).
 
 cuDNN is put in deterministic mode here, so that two paths that launch the same kernels give the same
 numbers; what is left between them is bf16 rounding where the kernels differ.
@@ -73,10 +73,57 @@ def test_graph_run_resumed_mid_run_ends_where_the_uninterrupted_run_ends(cifar_d
 
 def test_runs_at_once_on_one_gpu_match_runs_alone(cifar_data, tmp_path):
     jobs = [Job(config(seed=s), tmp_path / "together" / f"s{s}") for s in range(3)]
-    summaries = run_sweep(jobs, GPU.replace(at_once=3), data=cifar_data)
+    summaries = run_sweep(jobs, GPU.replace(at_once=3, group=1), data=cifar_data)  # on streams
     assert [s.status for s in summaries] == ["finished"] * 3
     engine.train(config(seed=2), data=cifar_data, out=tmp_path / "alone", execution=GPU)
     assert_same_curve(tmp_path / "together" / "s2", tmp_path / "alone")
+
+
+def test_runs_trained_as_one_group_on_the_gpu(cifar_data, tmp_path):
+    """Three seeds as one grouped network (ResNet-110's warm-up on): captured in one CUDA graph, each run's
+    curve is the eager group's (the same kernels); against each run alone (other kernels, so rounding
+    grows apart over the iterations, as with a change of thread count on a CPU) the first evaluation's
+    training loss agrees, the warm-up ends at the same check and both learn the data."""
+    cfg = config(warmup_lr=0.01, warmup_check_every=10, warmup_until_train_error=0.9)
+
+    def group(name, execution):
+        jobs = [Job(cfg.replace(seed=s), tmp_path / name / f"s{s}") for s in range(3)]
+        return run_sweep(jobs, execution, data=cifar_data)  # on CUDA seeds group by default
+
+    graph, eager = group("graph", GPU), group("eager", EAGER)
+    assert all(s.status == "finished" and s.graph for s in graph) and not any(s.graph for s in eager)
+    for seed in range(3):
+        assert_same_curve(tmp_path / "graph" / f"s{seed}", tmp_path / "eager" / f"s{seed}")
+    alone = engine.train(cfg.replace(seed=1), data=cifar_data, out=tmp_path / "alone", execution=GPU)
+    assert abs(alone.warmup_end - graph[1].warmup_end) <= cfg.warmup_check_every
+    first = [load_log(out).iloc[0] for out in (tmp_path / "alone", tmp_path / "graph" / "s1")]
+    assert first[1]["train_loss"] == pytest.approx(first[0]["train_loss"], rel=0.05)
+    assert abs(alone.final_test_error - graph[1].final_test_error) <= 0.05
+
+
+def test_a_paused_group_resumes_where_it_stopped(cifar_data, tmp_path):
+    """A grouped graph run paused at iteration 37: each member's checkpoint holds exactly its weights at
+    37 (the pause waits for the group's stream), the group resumed ends where the uninterrupted group
+    ends, and a member resumed alone goes on from there."""
+    from resnet.group import GroupRun
+
+    def jobs(name):
+        return [Job(config(seed=s), tmp_path / name / f"s{s}") for s in range(2)]
+
+    run_sweep(jobs("whole"), GPU, data=cifar_data)
+    group = GroupRun(jobs("paused"), data=cifar_data, execution=GPU, stream=torch.cuda.Stream(),
+                     on_end=lambda run: None)
+    group.advance(37)
+    group.stream.synchronize()
+    weights = [{k: v.cpu().clone() for k, v in run.state.model.state_dict().items()} for run in group.members]
+    group.pause()
+    for job, expected in zip(jobs("paused"), weights):
+        saved = RunFolder(job.out).read_checkpoint(job.config, "cpu")
+        assert saved["iteration"] == 37
+        assert all(torch.equal(saved["model"][k], v) for k, v in expected.items())
+    run_sweep(jobs("paused"), GPU, data=cifar_data)
+    for whole, paused in zip(jobs("whole"), jobs("paused")):
+        assert_same_curve(whole.out, paused.out)
 
 
 def test_a_paused_graph_runs_checkpoint_holds_exactly_that_iterations_weights(cifar_data, tmp_path):

@@ -236,9 +236,9 @@ def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp
     opened = []
     open_run = sweep._open_run
 
-    def recorded(job, *args):
-        opened.append(job.out.name)
-        return open_run(job, *args)
+    def recorded(unit, *args):  # a unit of sweep.groups: on the CPU one run each
+        opened.extend(job.out.name for job in unit)
+        return open_run(unit, *args)
 
     monkeypatch.setattr(sweep, "_open_run", recorded)
     a, b, c = (Job(tiny(seed=s, iterations=n, eval_every=20), tmp_path / name)

@@ -1,0 +1,229 @@
+"""Runs trained as one grouped network (resnet.group): the grouped network is exactly its K networks
+(float64: outputs, gradients, SGD steps with each network's own learning rate, BN statistics, the counts);
+runs trained as a group end where runs alone end (float32, within rounding); a member's checkpoint is a
+run's own (its size, resuming alone or in a group); one member diverging leaves the others exactly as they
+were; a member held by another process left alone while the others train as a group; and which runs a
+sweep groups."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet import models, sweep
+from resnet.config import Execution, paper_config, tutorial_config
+from resnet.group import GroupRun, GroupSGD, GroupStep, grouped, tie
+from resnet.results import load_log
+from resnet.sweep import Job, groups, train_in_turn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+QUIET = Execution(device="cpu", progress=False)
+
+
+def tiny(**overrides):
+    base = dict(iterations=8, milestones=(4,), eval_every=4, batch_size=32, test_subset=64)
+    return paper_config("resnet20", **{**base, **overrides})
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def same_log(a, b) -> bool:
+    return load_log(a).drop(columns="elapsed_s").equals(load_log(b).drop(columns="elapsed_s"))
+
+
+def final(out) -> dict[str, torch.Tensor]:
+    return torch.load(out / "model.pt", weights_only=False)["model"]
+
+
+@pytest.mark.parametrize("arch, shortcut", [("resnet20", "A"), ("plain20", "A"), ("resnet20", "C")])
+def test_a_grouped_network_is_its_k_networks(arch, shortcut):
+    """Two steps of GroupStep with GroupSGD (rates 0.1, 0.01, 0.1: a warm-up still on for one network) are
+    two steps of each network with torch.optim.SGD on its own batch, in float64; the tied networks hold
+    the result, and the counts are each network's own."""
+    k, b, rates = 3, 6, (0.1, 0.01, 0.1)
+    nets, alone = [], []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        nets.append(models.build_model(arch, shortcut=shortcut).double())
+        alone.append(models.build_model(arch, shortcut=shortcut).double())
+        alone[-1].load_state_dict(nets[-1].state_dict())
+    group = grouped(nets)
+    tie(group, nets)
+    sgd = GroupSGD(group, k, momentum=0.9, weight_decay=1e-4)
+    for i, lr in enumerate(rates):
+        sgd.set_rate(i, lr)
+    stats = torch.zeros(k, 2, 3, dtype=torch.float64)
+    step = GroupStep(group, sgd, stats, device=torch.device("cpu"), precision="fp32")
+    opts = [torch.optim.SGD(n.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+            for n, lr in zip(alone, rates)]
+    expected = torch.zeros(k, 3, dtype=torch.float64)
+    for s in range(2):  # the second step uses the momentum of the first
+        xs = [torch.randn(b, 3, 32, 32, dtype=torch.float64, generator=seeded(10 * s + i)) for i in range(k)]
+        ys = [torch.randint(0, 10, (b,), generator=seeded(20 * s + i)) for i in range(k)]
+        step(torch.cat(xs, 1), torch.stack(ys, 1))
+        for i, (net, opt) in enumerate(zip(alone, opts)):
+            opt.zero_grad()
+            out = net(xs[i])
+            loss = F.cross_entropy(out, ys[i])
+            loss.backward()
+            opt.step()
+            expected[i] += torch.stack([loss.detach() * b, (out.argmax(1) != ys[i]).sum().double(),
+                                        torch.tensor(b, dtype=torch.float64)])
+    for i in range(k):
+        mine, theirs = nets[i].state_dict(), alone[i].state_dict()
+        assert mine.keys() == theirs.keys()
+        for name, value in theirs.items():
+            torch.testing.assert_close(mine[name], value, rtol=1e-9, atol=1e-9, msg=name)
+        torch.testing.assert_close(stats[i, 0], expected[i], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(stats[i, 1], expected[i], rtol=1e-9, atol=1e-9)
+
+
+def test_runs_trained_as_a_group_end_where_runs_alone_end(cifar_data, tmp_path):
+    """Three seeds as one group and the same three alone: the same learning-rate steps, the same log rows
+    within float32 rounding (grouped and plain convolutions round differently), their own records."""
+    alone = [Job(tiny(seed=s), tmp_path / "alone" / f"s{s}") for s in range(3)]
+    together = [Job(tiny(seed=s), tmp_path / "group" / f"s{s}") for s in range(3)]
+    train_in_turn(alone, QUIET.replace(group=1), cifar_data)
+    train_in_turn(together, QUIET.replace(group=3), cifar_data)
+    for a, g in zip(alone, together):
+        log_a, log_g = load_log(a.out), load_log(g.out)
+        assert list(log_a["iteration"]) == list(log_g["iteration"]) == [4, 8]
+        assert list(log_a["lr"]) == list(log_g["lr"])
+        first_a, first_g = log_a.iloc[0], log_g.iloc[0]  # before rounding has been amplified by many steps
+        assert first_g["train_loss"] == pytest.approx(first_a["train_loss"], rel=1e-3)
+        assert first_g["test_loss"] == pytest.approx(first_a["test_loss"], rel=1e-2)
+        wa, wg = final(a.out), final(g.out)
+        assert all(torch.allclose(wa[n].float(), wg[n].float(), atol=0.1) for n in wa)
+        run = json.loads((g.out / "config.json").read_text())["run"]
+        assert run["group"] == ["s0", "s1", "s2"]
+        assert json.loads((a.out / "config.json").read_text())["run"]["group"] is None
+        summary = json.loads((g.out / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["iterations_done"] == 8
+        # a member's files are a run's own: its checkpoint holds its slices, not the group's tensors
+        assert (g.out / "checkpoint.pt").stat().st_size == pytest.approx(
+            (a.out / "checkpoint.pt").stat().st_size, rel=0.01)
+
+
+def open_group(jobs, data, **execution):
+    ended = []
+    group = GroupRun(jobs, data=data, execution=QUIET.replace(**execution), stream=None, on_end=ended.append)
+    return group, ended
+
+
+def test_a_members_checkpoint_resumes_alone_and_in_a_group(cifar_data, tmp_path):
+    """A group paused at iteration 4 continues as a group to exactly where the uninterrupted group ends;
+    one of its members continued alone ends where it ends within rounding; and a run paused alone joins
+    a group."""
+    def jobs(name, seeds=(0, 1)):
+        return [Job(tiny(seed=s), tmp_path / name / f"s{s}") for s in seeds]
+
+    train_in_turn(jobs("whole"), QUIET.replace(group=2), cifar_data)
+    paused, ended = open_group(jobs("paused"), cifar_data)
+    assert paused.advance(4) == 4
+    paused.pause()
+    assert [r.summary.status for r in ended] == ["unfinished", "unfinished"]
+    for job in jobs("paused"):  # a second folder: one member goes on alone
+        dest = tmp_path / "alone" / job.out.name
+        dest.mkdir(parents=True)
+        for f in job.out.iterdir():
+            if f.name != "run.lock":
+                (dest / f.name).write_bytes(f.read_bytes())
+    train_in_turn(jobs("paused"), QUIET.replace(group=2), cifar_data)
+    train_in_turn(jobs("alone", seeds=(0,)), QUIET.replace(group=1), cifar_data)
+    for whole, resumed in zip(jobs("whole"), jobs("paused")):
+        a, b = final(whole.out), final(resumed.out)
+        assert all(torch.equal(a[n], b[n]) for n in a), "a paused group resumed must end where it ends"
+        assert same_log(whole.out, resumed.out)
+    a, b = final(jobs("whole")[0].out), final(tmp_path / "alone" / "s0")
+    assert all(torch.allclose(a[n].float(), b[n].float(), atol=0.1) for n in a)
+    assert list(load_log(tmp_path / "alone" / "s0")["iteration"]) == [4, 8]
+    # and the other way: s2 paused alone at 4 joins s3 paused alone at 4 as a group
+    solo = jobs("solo", seeds=(2, 3))
+    for job in solo:
+        train_in_turn([job], QUIET.replace(group=1, deadline=_stop_after(job, 4)), cifar_data)
+    assert [groups(solo, 8)] == [[solo]]  # both stand at iteration 4: one group
+    train_in_turn(solo, QUIET.replace(group=2), cifar_data)
+    for job in solo:
+        assert json.loads((job.out / "summary.json").read_text())["status"] == "finished"
+        assert list(load_log(job.out)["iteration"]) == [4, 8]
+
+
+def _stop_after(job, iterations):
+    """A deadline that passes once ``job``'s run has checkpointed ``iterations`` iterations."""
+    class AtCheckpoint:
+        def remaining(self):
+            path = job.out / "checkpoint.pt"
+            if path.exists():
+                done = torch.load(path, weights_only=False)["state"]["iteration"]
+                return -1.0 if done >= iterations else math.inf
+            return math.inf
+    return AtCheckpoint()
+
+
+def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_path):
+    """Member s1's weights turned to NaN mid-run: s1 ends 'diverged' with its last good checkpoint, and s0
+    and s2 end exactly where they end in a group where nothing happened."""
+    def jobs(name):
+        return [Job(tiny(seed=s), tmp_path / name / f"s{s}") for s in range(3)]
+
+    calm, _ = open_group(jobs("calm"), cifar_data)
+    while not calm.done:
+        calm.advance(3)
+    calm.finish()
+    hit, ended = open_group(jobs("hit"), cifar_data)
+    hit.advance(5)
+    next(hit.members[1].state.model.parameters()).data.fill_(math.nan)
+    while not hit.done:
+        hit.advance(3)
+    hit.finish()
+    status = {r.folder.name: r.summary.status for r in ended}
+    assert status == {"s0": "finished", "s1": "diverged", "s2": "finished"}
+    assert torch.load(jobs("hit")[1].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 4
+    for seed in (0, 2):
+        a, b = final(jobs("calm")[seed].out), final(jobs("hit")[seed].out)
+        assert all(torch.equal(a[n], b[n]) for n in a), f"s{seed} was changed by s1's divergence"
+
+
+def test_which_runs_a_sweep_groups(tmp_path):
+    """Seeds of one network at the same iteration, up to the size, where the first of them stood; other
+    networks, other recipes and runs elsewhere in their schedule alone."""
+    def job(config):
+        return Job(config, tmp_path / f"{config.arch}-{config.shortcut}-{config.precision}-s{config.seed}")
+
+    r20 = [job(paper_config("resnet20", seed=s)) for s in range(3)]
+    r56 = [job(paper_config("resnet56", seed=s)) for s in range(2)]
+    fp32 = job(paper_config("resnet20", precision="fp32"))
+    b20 = job(paper_config("resnet20", shortcut="B"))
+    tutorial = [job(tutorial_config("resnet20", seed=s)) for s in range(2)]
+    order = [r20[0], r56[0], fp32, b20, *tutorial, r20[1], r56[1], r20[2]]
+    assert groups(order, 8) == [[r20[0], r20[1], r20[2]], [r56[0], r56[1]], [fp32], [b20],
+                                [tutorial[0]], [tutorial[1]]]
+    assert groups(order, 2) == [[r20[0], r20[1]], [r56[0], r56[1]], [fp32], [b20], [tutorial[0]],
+                                [tutorial[1]], [r20[2]]]
+    assert groups(order, 1) == [[j] for j in order]
+    r20[1].out.mkdir()  # an earlier command took seed 1 to iteration 500: it does not join seeds 0 and 2
+    r20[1].folder.write_summary({"status": "unfinished", "iterations_done": 500})
+    assert groups(r20, 8) == [[r20[0], r20[2]], [r20[1]]]
+    assert sweep._work_left(r20[1]) < sweep._work_left(r20[0])
+
+
+def test_a_member_held_elsewhere_is_left_alone_and_the_others_train_as_a_group(cifar_data, tmp_path, capsys):
+    jobs = [Job(tiny(seed=s), tmp_path / f"s{s}") for s in range(3)]
+    held = jobs[1].folder.lock
+    held.acquire()  # as another process training s1 would
+    try:
+        train_in_turn(jobs, QUIET.replace(group=3), cifar_data)
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert "sweep: s1: skipped" in err and "is being trained by" in err
+    assert not (jobs[1].out / "summary.json").exists()
+    for job in (jobs[0], jobs[2]):
+        assert json.loads((job.out / "summary.json").read_text())["status"] == "finished"
+        assert json.loads((job.out / "config.json").read_text())["run"]["group"] == ["s0", "s2"]
