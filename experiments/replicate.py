@@ -11,6 +11,9 @@ finished networks out of GPU time that comes in slices:
                                                            # its last line says every run finished
     python experiments/replicate.py --list                # the plan, and which runs have finished
 
+On a GPU, a network's seeds that stand at the same iteration train together as one grouped network
+(resnet.group; at most --group K of them, default 8), opened where the first of them comes in this order.
+
 Then the figures' analyses, which train nothing once the runs exist: experiments/confusion.py,
 experiments/layer_responses.py --with-110, experiments/publish_weights.py, experiments/make_figures.py.
 """

@@ -137,6 +137,28 @@ sys.exit({rc})
 
 
 @pytest.mark.slow
+def test_a_slice_whose_grouped_cuda_tests_fail_trains_runs_alone(tmp_path):
+    """When 'check' finds a grouped-run CUDA test failing, the machine's train commands pass --group 1: a
+    slice keeps training (runs alone, on streams) instead of failing every group."""
+    tree = copy_tree(tmp_path / "tree")
+    (tree / "tests" / "test_gpu.py").write_text(
+        "def test_runs_trained_as_one_group_on_the_gpu():\n    assert False\n\n"
+        "def test_graph_step_matches_eager_step():\n    pass\n")
+    out, marker = tmp_path / "out", tmp_path / "no-group"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT")}
+    env.update(OUT=str(out), RESULTS=str(tmp_path / "r"), NO_GROUP=str(marker),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+
+    def slice_script(*args):
+        return subprocess.run(["bash", "experiments/gpu_slice.sh", *map(str, args)], cwd=tree, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    check = slice_script("check")
+    assert marker.exists() and "train every run alone" in check.stderr, check.stderr
+    idle = slice_script("train", 20, "--device", "cpu")
+    assert "every run trains alone (--group 1)" in idle.stderr, idle.stderr
+
+
 def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     """experiments/gpu_slice.sh as a slice runs it, with stand-ins for the two data parts (.c1 writes its
     batches and says part 2 is missing, exit 3, as make_cifar10.py does): the CUDA tests (skipped here),
@@ -180,6 +202,8 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     (tree / ".c3").mkdir()
     shutil.copy2(out / "slice.tar", tree / ".c3" / "carry.tar")
     env["RESULTS"] = str(tmp_path / "r2")
+    assert slice_script("bring", *plan).returncode == 0  # the call that carries .c3 alone
+    assert (tmp_path / "r2" / "runs" / "resnet20-A-paper-s0" / "summary.json").is_file()
     again = slice_script("train", 90, *plan)
     assert again.returncode == 0 and "resnet20-A-paper-s0: finished before, skipped" in again.stdout
     assert "unpack: 1 added" in (out / "slice.log").read_text()
