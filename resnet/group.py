@@ -131,9 +131,9 @@ def tie(group: nn.Module, nets: Sequence[nn.Module]) -> None:
 def member_slice(tensor: Tensor, k: int, groups: int) -> Tensor:
     """Network k's part of a grouped tensor: the k-th of ``groups`` equal blocks along dim 0 (a stacked
     [K, ...] tensor gives its [...] at k)."""
-    if isinstance(tensor, nn.Parameter) or tensor.dim() == 0:
+    if isinstance(tensor, nn.Parameter):
         tensor = tensor.data
-    if tensor.shape[0] == groups and tensor.dim() in (2, 3):  # GroupedLinear's stacked weight and bias
+    if tensor.dim() in (2, 3):  # GroupedLinear's stacked weight [K, o, i] and bias [K, o]
         return tensor[k]
     size = tensor.shape[0] // groups
     return tensor[k * size:(k + 1) * size]
