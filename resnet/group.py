@@ -281,7 +281,7 @@ class GroupRun:
     # -- what a driver sees, as for a Run ---------------------------------------------------------------
     @property
     def open(self) -> list[Run]:
-        return [run for run in self.members if run.summary is None]
+        return [run for run in self.members if not run.ended]
 
     @property
     def done(self) -> bool:
@@ -324,10 +324,10 @@ class GroupRun:
             r.config, r.data.total_iterations, r.dist))) for _, run in training]
         seconds = time.perf_counter() - t0  # evaluation and checkpoints are not training time
         for run, train_stats in counted:
-            if run.summary is None:
+            if not run.ended:
                 run.state.train_s += seconds
                 self._guard(run, lambda r=run, s=train_stats: r.log_and_checkpoint(s))
-            if run.summary is None and run.done:
+            if not run.ended and run.done:
                 run.finish()
                 self.on_end(run)
 

@@ -40,7 +40,7 @@ import torch
 
 from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig
-from resnet.group import GroupRun, MemberFailed, can_group, same_network
+from resnet.group import GroupRun, MemberFailed, can_group
 from resnet.models import arch_depth
 from resnet.records import RunFolder, RunFolderError, Summary
 from resnet.train import Diverged, Run, RunFailed, train
@@ -210,7 +210,7 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
                 break  # the deadline is near: no run could take another step
     finally:  # the time limit came, or the sweep was stopped: every open run keeps a checkpoint
         for run in active.values():
-            if not _ended(run):
+            if not run.ended:
                 _settle(run, run.pause)
 
 
@@ -221,15 +221,15 @@ def groups(jobs: Sequence[Job], size: int) -> list[list[Job]]:
     units: list[list[Job]] = []
     open_groups: dict[tuple[RunConfig, int], list[Job]] = {}
     for job in jobs:
-        key = (job.config.replace(seed=0), _iterations_done(job))
-        unit = open_groups.get(key)
-        if size > 1 and can_group(job.config) and unit is not None and len(unit) < size:
+        groupable = size > 1 and can_group(job.config)
+        key = (job.config.replace(seed=0), _iterations_done(job)) if groupable else None
+        unit = open_groups.get(key) if key is not None else None
+        if unit is not None and len(unit) < size:
             unit.append(job)
             continue
         units.append([job])
-        if size > 1 and can_group(job.config):
+        if key is not None:
             open_groups[key] = units[-1]
-    assert all(same_network(u[0].config, j.config) for u in units for j in u)
     return units
 
 
@@ -298,10 +298,6 @@ def _open_work(unit: Run | GroupRun) -> float:
     return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in runs)
 
 
-def _ended(unit: Run | GroupRun) -> bool:
-    return unit.ended if isinstance(unit, GroupRun) else unit.summary is not None
-
-
 def _open_run(unit: Sequence[Job], execution: Execution, data: CIFAR10,
               stream: torch.cuda.Stream | None) -> Run | GroupRun | None:
     """Open a unit of ``groups``: a Run, or a GroupRun of several (without those of them that cannot be
@@ -309,19 +305,15 @@ def _open_run(unit: Sequence[Job], execution: Execution, data: CIFAR10,
     jobs = list(unit)
     while jobs:
         try:
-            if len(jobs) == 1:
-                job = jobs[0]
-                try:
-                    return Run(job.config, data=data, out=job.out, execution=execution,
-                               resume=job.folder.holds_a_run(), stream=stream)
-                except Exception as e:
-                    raise MemberFailed(job, e) from e
-            return GroupRun(jobs, data=data, execution=execution, stream=stream,
-                            on_end=lambda run: _report(run.folder.name, run.summary))
+            if len(jobs) > 1:
+                return GroupRun(jobs, data=data, execution=execution, stream=stream,
+                                on_end=lambda run: _report(run.folder.name, run.summary))
+            return Run(jobs[0].config, data=data, out=jobs[0].out, execution=execution,
+                       resume=jobs[0].folder.holds_a_run(), stream=stream)
         except MemberFailed as e:  # the others open without it
             _not_opened(e.job, e.error)
             jobs.remove(e.job)
-        except Exception as e:  # e.g. out of memory while building the group: each run recorded
+        except Exception as e:  # e.g. out of memory while building it: each run recorded, the sweep goes on
             for job in jobs:
                 _not_opened(job, e)
             return None
@@ -354,7 +346,7 @@ def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
     if unit.done:
         _settle(unit, unit.finish)
         return work, True
-    return work, _ended(unit)
+    return work, unit.ended
 
 
 def _settle(unit: Run | GroupRun, end: Callable[[], Summary | None]) -> None:

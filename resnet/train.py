@@ -98,6 +98,11 @@ class Run:
 
     # -- training ------------------------------------------------------------------------------------
     @property
+    def ended(self) -> bool:
+        """Finished, paused, failed or diverged: closed, with its summary written."""
+        return self.summary is not None
+
+    @property
     def done(self) -> bool:
         """Closed, or trained to its end (or stopped early on validation, the tutorial recipe)."""
         return self.summary is not None or self.state.at_end(self.config, self.data.total_iterations)
