@@ -292,10 +292,18 @@ def _work_left(job: Job) -> float:
     return _work(job.config, max(0, job.config.iterations - _iterations_done(job)))
 
 
+def _open_runs(unit: Run | GroupRun) -> list[Run]:
+    return unit.open if isinstance(unit, GroupRun) else [unit]
+
+
 def _open_work(unit: Run | GroupRun) -> float:
     """The work an open run (or each open run of a group) has left."""
-    runs = unit.open if isinstance(unit, GroupRun) else [unit]
-    return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in runs)
+    return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in _open_runs(unit))
+
+
+def _iteration(run: Run) -> int:
+    """How far ``run`` is, open or ended (an ended run has let go of its state; its summary says)."""
+    return run.state.iteration if run.state is not None else run.summary.iterations_done or 0
 
 
 def _open_run(unit: Sequence[Job], execution: Execution, data: CIFAR10,
@@ -329,7 +337,8 @@ def _not_opened(job: Job, error: BaseException) -> None:
 
 def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
     """One turn of ``unit``: (the work it did, whether it has ended and left the rotation)."""
-    before = _open_work(unit)
+    runs = _open_runs(unit)
+    before = [run.state.iteration for run in runs]
     try:
         unit.advance(CHUNK)
     except KeyboardInterrupt:  # this run may be mid-iteration: its last periodic checkpoint is what stays
@@ -342,7 +351,8 @@ def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
     except Exception as e:  # a capture, CUDA or out-of-memory error ends this run, not the sweep
         _settle(unit, functools.partial(unit.fail, e))
         return 0.0, True
-    work = before - _open_work(unit)  # a group's members that ended in the turn are reported already
+    # what each run trained in the turn (a group's member that ended in it, its summary says how far)
+    work = sum(_work(run.config, _iteration(run) - start) for run, start in zip(runs, before))
     if unit.done:
         _settle(unit, unit.finish)
         return work, True

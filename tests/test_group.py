@@ -190,6 +190,21 @@ def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_pat
         assert all(torch.equal(a[n], b[n]) for n in a), f"s{seed} was changed by s1's divergence"
 
 
+def test_a_turn_counts_the_iterations_its_members_trained(cifar_data, tmp_path, monkeypatch):
+    """The sweep's pace (resnet.sweep.Pace) is fed the work each turn did: the iterations each member
+    trained, also when one of them diverges within the turn, not the work it leaves undone."""
+    jobs = [Job(tiny(seed=s, iterations=16, milestones=(8,)), tmp_path / f"s{s}") for s in range(3)]
+    group, ended = open_group(jobs, cifar_data)
+    group.advance(5)
+    next(group.members[1].state.model.parameters()).data.fill_(math.nan)
+    monkeypatch.setattr(sweep, "CHUNK", 6)
+    work, over = sweep._turn(group)  # iterations 6-11; s1's NaN is found at the evaluation of iteration 8
+    assert not over and [r.summary.status for r in ended] == ["diverged"]
+    assert ended[0].summary.iterations_done == 8
+    assert work == sweep._work(jobs[0].config, 6 + 3 + 6)
+    group.pause()
+
+
 def test_which_runs_a_sweep_groups(tmp_path):
     """Seeds of one network at the same iteration, up to the size, where the first of them stood; other
     networks, other recipes and runs elsewhere in their schedule alone."""
