@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-__all__ = ["Dist"]
+__all__ = ["AGREE_EVERY", "Dist"]
+
+AGREE_EVERY = 10  # iterations between the processes' joint decisions (to stop for a deadline)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,16 @@ class Dist:
         if self.enabled:
             torch.distributed.broadcast(tensor, 0)
         return tensor
+
+    def decide_together(self, flag: bool, iteration: int, device: torch.device) -> bool:
+        """Whether any process says ``flag``, decided together every AGREE_EVERY iterations and False
+        between (``flag`` itself in a single process): one process stopping alone at a deadline (theirs
+        differ by their start-up) would leave the others waiting in an all-reduce."""
+        if not self.enabled:
+            return flag
+        if iteration % AGREE_EVERY:
+            return False
+        return bool(self.all_reduce(torch.tensor([float(flag)], device=device)).item())
 
     def rank0_value(self, value: int, device: torch.device) -> int:
         """Rank 0's ``value`` on every process (``value`` itself in a single process)."""

@@ -35,7 +35,7 @@ from resnet.cifar10 import CIFAR10
 from resnet.config import ConfigError, Execution, RunConfig
 from resnet.records import Summary
 from resnet.step import CudaGraphStep, Diverged, compiled
-from resnet.train import Run
+from resnet.train import Run, near_deadline
 
 if TYPE_CHECKING:
     from resnet.sweep import Job
@@ -304,10 +304,7 @@ class GroupRun:
         return trained
 
     def _out_of_time(self) -> bool:
-        runs = [run for run in self.members if not run.done]
-        per_iteration = max(run.state.seconds_per_iteration() for run in runs)
-        reserve = 2.0 + 3 * per_iteration + 2 * sum(run.slowest_save_s for run in runs)
-        return self.members[0].execution.deadline.remaining() < reserve
+        return near_deadline(self.members[0].execution, [run for run in self.members if not run.done])
 
     def _iterate(self) -> None:
         t0 = time.perf_counter()

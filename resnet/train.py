@@ -29,13 +29,11 @@ import torch
 from resnet import models
 from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig, describe_schedule, learning_rate
-from resnet.distributed import Dist
+from resnet.distributed import AGREE_EVERY, Dist
 from resnet.records import RunFolder, RunFolderError, Summary, code_version, default_run_dir
 from resnet.step import DeviceData, Diverged, RunState, make_step, set_learning_rate
 
 __all__ = ["Diverged", "RunFailed", "Run", "train"]  # Diverged: from resnet.step
-
-AGREE_EVERY = 10  # iterations between the data-parallel processes' joint decisions to stop for a deadline
 
 
 class RunFailed(RuntimeError):
@@ -122,15 +120,10 @@ class Run:
             raise
         return self.state.iteration - start if self.state is not None else 0
 
-    def _out_of_time(self) -> bool:
-        """Data-parallel processes decide together, every AGREE_EVERY iterations (their deadlines differ by
-        their start-up): one process stopping alone would leave the others waiting in an all-reduce."""
-        iterations_in_hand = 3 + AGREE_EVERY * self.dist.enabled  # and an evaluation and a checkpoint
-        reserve = 2.0 + iterations_in_hand * self.state.seconds_per_iteration() + 2 * self.slowest_save_s
-        late = self.execution.deadline.remaining() < reserve
-        if not self.dist.enabled or self.state.iteration % AGREE_EVERY:
-            return late and not self.dist.enabled  # between the joint decisions, data-parallel runs go on
-        return bool(self.dist.all_reduce(torch.tensor([float(late)], device=self.device)).item())
+    def _out_of_time(self) -> bool:  # data-parallel processes decide it together (resnet.distributed)
+        in_hand = 3 + AGREE_EVERY * self.dist.enabled
+        late = near_deadline(self.execution, [self], iterations=in_hand)
+        return self.dist.decide_together(late, self.state.iteration, self.device)
 
     def _iterate(self) -> None:
         t0 = time.perf_counter()
@@ -204,6 +197,14 @@ class Run:
                 self.folder.write_summary(self.summary)
         self.close()
         return self.summary
+
+
+def near_deadline(execution: Execution, runs: Sequence[Run], *, iterations: int = 3) -> bool:
+    """Whether the deadline leaves too little for ``iterations`` more of ``runs`` (stepped together, as
+    one run or a group) and, for each, an evaluation and a checkpoint, with 2 s to spare."""
+    per_iteration = max(run.state.seconds_per_iteration() for run in runs)
+    reserve = 2.0 + iterations * per_iteration + 2 * sum(run.slowest_save_s for run in runs)
+    return execution.deadline.remaining() < reserve
 
 
 def _execution_record(run: Run) -> dict[str, Any]:
