@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -178,12 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks (under the graph)")
     ap.add_argument("--out", type=Path, default=None, help="record path without suffix")
     args = ap.parse_args(argv)
-    allow_concurrent_streams()
-    device = resolve_device(args.device)
-    data = load_data(args.data_dir, download=args.download)
+    device, data, opening = setup(args, "gpu_speed.py")
     graph = device.type == "cuda"
     rows = []
-    record = {**header("gpu_speed.py", device, data), "compile": args.compile, "warmup": args.warmup,
+    record = {**opening, "compile": args.compile, "warmup": args.warmup,
               "iterations": args.iterations, "networks": rows, "set_in_turn": None, "figure6_set": None}
     out = args.out or REPO / "benchmarks" / "results" / ("gpu" if graph else "cpu_smoke")
     with tempfile.TemporaryDirectory(prefix="gpu_speed_") as tmp:
@@ -215,13 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def header(script: str, device: torch.device, data) -> dict:
-    """What a GPU benchmark's record opens with: the device, torch, the code and data versions, and the
-    command (``script``: the benchmark's file name) that made it."""
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch_version": torch.__version__, **code_version(), "data": data.name,
-            "data_fingerprint": data.fingerprint,
-            "command": shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])}
+def setup(args: argparse.Namespace, script: str) -> tuple[torch.device, Any, dict]:
+    """A GPU benchmark's device and data (from ``args``: cli.add_data_args), with several streams allowed
+    to run at once, and what its record opens with: the device, torch, the code and data versions, and
+    the command (``script``: the benchmark's file name) that made it."""
+    allow_concurrent_streams()
+    device = resolve_device(args.device)
+    data = load_data(args.data_dir, download=args.download)
+    return device, data, {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch_version": torch.__version__, **code_version(), "data": data.name,
+        "data_fingerprint": data.fingerprint,
+        "command": shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])}
 
 
 def save(record: dict, out: Path, render: Callable[[dict], str] | None = None) -> None:

@@ -39,10 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # gpu_speed.py lies beside this file: the engine's timing, shared
-from gpu_speed import allow_concurrent_streams, header, per_iteration_ms, save, time_runs  # noqa: E402
+from gpu_speed import per_iteration_ms, save, setup, time_runs  # noqa: E402
 from resnet import cli, models  # noqa: E402
-from resnet.cifar10 import load_data  # noqa: E402
-from resnet.config import paper_config, resolve_device  # noqa: E402
+from resnet.config import paper_config  # noqa: E402
 from resnet.group import GroupSGD, GroupStep, grouped  # noqa: E402
 from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
 from resnet.step import CudaGraphStep, on_device  # noqa: E402
@@ -53,8 +52,8 @@ from resnet.step import CudaGraphStep, on_device  # noqa: E402
 
 def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, iterations: int) -> dict:
     """ms per iteration of one network when ``k`` train as one grouped network: in a loop making each
-    network's batch ("ms"), and its captured step replayed alone on the last batch ("replay_ms"). On
-    CUDA the step is captured by the engine's own resnet.step.CudaGraphStep."""
+    network's batch ("ms"), and on CUDA its step, captured by the engine's own resnet.step.CudaGraphStep,
+    replayed alone on the last batch ("replay_ms"; None on a CPU, as for gpu_speed.time_runs)."""
     cuda = device.type == "cuda"
     cfg = paper_config(arch)
     nets = []
@@ -84,19 +83,17 @@ def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, 
     with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
         for _ in range(max(warmup, CudaGraphStep.WARMUP + 1)):  # the capture happens here, untimed
             step(*batch())
-        x, y = batch()
-        replay = step.graph.replay if cuda else lambda: train_step(x, y)
 
         def loop(n: int, with_batches: bool) -> int:
             for _ in range(n):
                 if with_batches:
                     step(*batch())
                 else:
-                    replay()
+                    step.graph.replay()
             return n * k
 
         return {"ms": per_iteration_ms(device, lambda: loop(iterations, True)),
-                "replay_ms": per_iteration_ms(device, lambda: loop(iterations, False))}
+                "replay_ms": per_iteration_ms(device, lambda: loop(iterations, False)) if cuda else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,12 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=cli.positive_int, default=10, help="untimed iterations first")
     ap.add_argument("--out", type=Path, default=None, help="record path without suffix")
     args = ap.parse_args(argv)
-    allow_concurrent_streams()
-    device = resolve_device(args.device)
-    data = load_data(args.data_dir, download=args.download)
+    device, data, opening = setup(args, "grouped_speed.py")
     cuda = device.type == "cuda"
     rows: list[dict] = []
-    record = {**header("grouped_speed.py", device, data), "iterations": args.iterations,
+    record = {**opening, "iterations": args.iterations,
               "warmup": args.warmup, "rows": rows}
     out = args.out or REPO / "benchmarks" / "results" / ("grouped" if cuda else "grouped_cpu_smoke")
     with tempfile.TemporaryDirectory(prefix="grouped_speed_") as tmp:
