@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from resnet.sweep import Job
 
 __all__ = ["GroupedPad", "GroupedLinear", "grouped", "tie", "GroupSGD", "GroupStep", "GroupRun",
-           "MemberFailed", "can_group", "same_network"]
+           "MemberFailed", "can_group", "network_of"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,10 +212,9 @@ def can_group(config: RunConfig) -> bool:
     return config.optimizer == "sgd" and config.patience is None
 
 
-def same_network(a: RunConfig, b: RunConfig) -> bool:
-    """Whether two runs train the same network with the same recipe: their configs differ in the seed
-    at most."""
-    return a.replace(seed=0) == b.replace(seed=0)
+def network_of(config: RunConfig) -> RunConfig:
+    """What runs that train as one group share: the config but for its seed (the same network and recipe)."""
+    return config.replace(seed=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,7 +239,8 @@ class GroupRun:
                  stream: torch.cuda.Stream | None, on_end: Callable[[Run], None]) -> None:
         self.on_end = on_end
         names = [job.out.name for job in jobs]
-        if not all(can_group(job.config) and same_network(job.config, jobs[0].config) for job in jobs):
+        network = network_of(jobs[0].config)
+        if not all(can_group(job.config) and network_of(job.config) == network for job in jobs):
             raise ConfigError(f"{', '.join(names)}: only SGD runs that differ in their seed alone train as "
                               "one group")
         self.members: list[Run] = []

@@ -40,7 +40,7 @@ import torch
 
 from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig
-from resnet.group import GroupRun, MemberFailed, can_group
+from resnet.group import GroupRun, MemberFailed, can_group, network_of
 from resnet.models import arch_depth
 from resnet.records import RunFolder, RunFolderError, Summary
 from resnet.train import Diverged, Run, RunFailed, train
@@ -222,7 +222,7 @@ def groups(jobs: Sequence[Job], size: int) -> list[list[Job]]:
     open_groups: dict[tuple[RunConfig, int], list[Job]] = {}
     for job in jobs:
         groupable = size > 1 and can_group(job.config)
-        key = (job.config.replace(seed=0), _iterations_done(job)) if groupable else None
+        key = (network_of(job.config), _iterations_done(job)) if groupable else None
         unit = open_groups.get(key) if key is not None else None
         if unit is not None and len(unit) < size:
             unit.append(job)
