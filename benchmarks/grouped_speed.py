@@ -2,7 +2,7 @@
 
 The first GPU measurement (benchmarks/results/gpu.md) found several graph-captured runs at once on one
 GPU overlapping well for ResNet-20 (eight at once: 1.9x one run's throughput) and little for the deeper
-networks (ResNet-110: 1.18x): their kernels are small, hundreds per iteration, and side-by-side streams
+networks (ResNet-110: 1.17x): their kernels are small, hundreds per iteration, and side-by-side streams
 fill the GPU only so far. Issue 12 names the other way: several same-shape networks as one network, each
 convolution a grouped convolution (``groups=K``), each BN over K times the channels, so that one
 iteration of K networks is the same number of kernels as one network's, each K times larger. Its first

@@ -2,10 +2,10 @@
 
 On a GPU a CIFAR ResNet's kernels are small (hundreds per iteration, each a fraction of the GPU), so one
 run leaves most of it idle, and runs side by side on streams fill it only so far (benchmarks/results/
-gpu.md: eight ResNet-110s on streams, 1.18 times one run's throughput). K networks of one shape can be one
+gpu.md: eight ResNet-110s on streams, 1.17 times one run's throughput). K networks of one shape can be one
 network instead: every convolution a grouped convolution (``groups=K``), every BN over K times the
 channels, the classifier a batched product. One iteration of the K runs is then as many kernels as one
-run's, each K times larger (benchmarks/results/grouped.md: 1.4 to 2.4 times the runs on streams).
+run's, each K times larger (benchmarks/results/grouped.md: 1.2 to 2.4 times the runs on streams).
 
 The grouped network *is* its K networks, not an approximation of them: run k's weights, BN statistics and
 momentum are slices of the grouped tensors, its input is its own batch in channels 3k..3k+2, and the summed
