@@ -232,12 +232,11 @@ class MemberFailed(Exception):
 class GroupRun:
     """Runs of one network (configs equal but for the seed; resnet.sweep.Job's) trained as one grouped
     network, advanced like a single :class:`resnet.train.Run` by a driver (resnet.sweep). Opening them
-    raises MemberFailed when one of them cannot be opened. Each member that ends (finished, diverged,
-    paused, failed) is reported through ``on_end``; the group goes on while any member is open."""
+    raises MemberFailed when one of them cannot be opened. A member that finishes or diverges ends on its
+    own and leaves ``open``; the group goes on while any member is open."""
 
     def __init__(self, jobs: Sequence[Job], *, data: CIFAR10, execution: Execution,
-                 stream: torch.cuda.Stream | None, on_end: Callable[[Run], None]) -> None:
-        self.on_end = on_end
+                 stream: torch.cuda.Stream | None) -> None:
         names = [job.out.name for job in jobs]
         network = network_of(jobs[0].config)
         if not all(can_group(job.config) and network_of(job.config) == network for job in jobs):
@@ -326,7 +325,6 @@ class GroupRun:
                 self._guard(run, lambda r=run, s=train_stats: r.log_and_checkpoint(s))
             if not run.ended and run.done:
                 run.finish()
-                self.on_end(run)
 
     def _guard(self, run: Run, work: Callable[[], object]) -> object:
         """``work()`` for one member; divergence ends that member alone (with its last good checkpoint)."""
@@ -334,7 +332,6 @@ class GroupRun:
             return work()
         except Diverged as e:
             run.finish("diverged", message=str(e))
-            self.on_end(run)
             return None
 
     # -- ending ----------------------------------------------------------------------------------------
@@ -354,5 +351,4 @@ class GroupRun:
                 end(run)
             except Exception as e:
                 run.fail(e)
-            self.on_end(run)
         self.net = self.step = self.optimizer = self.stats = self.last_batch = None

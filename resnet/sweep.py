@@ -292,13 +292,9 @@ def _work_left(job: Job) -> float:
     return _work(job.config, max(0, job.config.iterations - _iterations_done(job)))
 
 
-def _open_runs(unit: Run | GroupRun) -> list[Run]:
-    return unit.open if isinstance(unit, GroupRun) else [unit]
-
-
 def _open_work(unit: Run | GroupRun) -> float:
     """The work an open run (or each open run of a group) has left."""
-    return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in _open_runs(unit))
+    return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in unit.open)
 
 
 def _iteration(run: Run) -> int:
@@ -314,8 +310,7 @@ def _open_run(unit: Sequence[Job], execution: Execution, data: CIFAR10,
     while jobs:
         try:
             if len(jobs) > 1:
-                return GroupRun(jobs, data=data, execution=execution, stream=stream,
-                                on_end=lambda run: _report(run.folder.name, run.summary))
+                return GroupRun(jobs, data=data, execution=execution, stream=stream)
             return Run(jobs[0].config, data=data, out=jobs[0].out, execution=execution,
                        resume=jobs[0].folder.holds_a_run(), stream=stream)
         except MemberFailed as e:  # the others open without it
@@ -336,38 +331,46 @@ def _not_opened(job: Job, error: BaseException) -> None:
 
 
 def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
-    """One turn of ``unit``: (the work it did, whether it has ended and left the rotation)."""
-    runs = _open_runs(unit)
+    """One turn of ``unit``: (the work it did, whether it has ended and left the rotation). Each run that
+    ends in it (a single run, or any member of a group) is reported."""
+    runs = unit.open
     before = [run.state.iteration for run in runs]
     try:
         unit.advance(CHUNK)
     except KeyboardInterrupt:  # this run may be mid-iteration: its last periodic checkpoint is what stays
-        unit.finish("unfinished", message="interrupted by the user; the same command continues it from its "
-                                          "last checkpoint")
+        _settle(unit, functools.partial(unit.finish, "unfinished", message="interrupted by the user; the "
+                                        "same command continues it from its last checkpoint"))
         raise
     except Diverged:  # a single run's advance wrote the 'diverged' summary and closed the run
-        _report(unit.folder.name, unit.summary)
+        _report_ended(runs)
         return 0.0, True
     except Exception as e:  # a capture, CUDA or out-of-memory error ends this run, not the sweep
         _settle(unit, functools.partial(unit.fail, e))
         return 0.0, True
     # what each run trained in the turn (a group's member that ended in it, its summary says how far)
     work = sum(_work(run.config, _iteration(run) - start) for run, start in zip(runs, before))
+    _report_ended(runs)  # a group's members that finished or diverged within the turn
     if unit.done:
         _settle(unit, unit.finish)
         return work, True
     return work, unit.ended
 
 
-def _settle(unit: Run | GroupRun, end: Callable[[], Summary | None]) -> None:
-    """End ``unit`` with ``end`` (finish, pause or fail) and report it (a group reports each run as it
-    ends it); a failure while ending it is recorded as the run's failure."""
+def _settle(unit: Run | GroupRun, end: Callable[[], object]) -> None:
+    """End ``unit`` with ``end`` (finish, pause or fail) and report each run it ends; a failure while
+    ending it is recorded as the run's failure."""
+    runs = unit.open
     try:
-        summary = end()
+        end()
     except Exception as e:
-        summary = unit.fail(e)
-    if isinstance(unit, Run):
-        _report(unit.folder.name, summary)
+        unit.fail(e)
+    _report_ended(runs)
+
+
+def _report_ended(runs: Sequence[Run]) -> None:
+    for run in runs:
+        if run.ended:
+            _report(run.folder.name, run.summary)
 
 
 def _failed_to_open(job: Job, error: Exception) -> Summary:

@@ -101,6 +101,11 @@ class Run:
         return self.summary is not None
 
     @property
+    def open(self) -> list[Run]:
+        """The runs it trains that are still open, as for a group (resnet.group): itself, until it ends."""
+        return [] if self.ended else [self]
+
+    @property
     def done(self) -> bool:
         """Closed, or trained to its end (or stopped early on validation, the tutorial recipe)."""
         return self.summary is not None or self.state.at_end(self.config, self.data.total_iterations)

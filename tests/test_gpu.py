@@ -111,8 +111,7 @@ def test_a_paused_group_resumes_where_it_stopped(cifar_data, tmp_path):
         return [Job(config(seed=s), tmp_path / name / f"s{s}") for s in range(2)]
 
     run_sweep(jobs("whole"), GPU, data=cifar_data)
-    group = GroupRun(jobs("paused"), data=cifar_data, execution=GPU, stream=torch.cuda.Stream(),
-                     on_end=lambda run: None)
+    group = GroupRun(jobs("paused"), data=cifar_data, execution=GPU, stream=torch.cuda.Stream())
     group.advance(37)
     group.stream.synchronize()
     weights = [{k: v.cpu().clone() for k, v in run.state.model.state_dict().items()} for run in group.members]

@@ -111,9 +111,11 @@ def test_runs_trained_as_a_group_end_where_runs_alone_end(cifar_data, tmp_path):
 
 
 def open_group(jobs, data, **execution):
-    ended = []
-    group = GroupRun(jobs, data=data, execution=QUIET.replace(**execution), stream=None, on_end=ended.append)
-    return group, ended
+    return GroupRun(jobs, data=data, execution=QUIET.replace(**execution), stream=None)
+
+
+def ended(group):
+    return [run for run in group.members if run.ended]
 
 
 def test_a_members_checkpoint_resumes_alone_and_in_a_group(cifar_data, tmp_path):
@@ -124,10 +126,10 @@ def test_a_members_checkpoint_resumes_alone_and_in_a_group(cifar_data, tmp_path)
         return [Job(tiny(seed=s), tmp_path / name / f"s{s}") for s in seeds]
 
     train_in_turn(jobs("whole"), QUIET.replace(group=2), cifar_data)
-    paused, ended = open_group(jobs("paused"), cifar_data)
+    paused = open_group(jobs("paused"), cifar_data)
     assert paused.advance(4) == 4
     paused.pause()
-    assert [r.summary.status for r in ended] == ["unfinished", "unfinished"]
+    assert [r.summary.status for r in ended(paused)] == ["unfinished", "unfinished"]
     for job in jobs("paused"):  # a second folder: one member goes on alone
         dest = tmp_path / "alone" / job.out.name
         dest.mkdir(parents=True)
@@ -172,17 +174,17 @@ def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_pat
     def jobs(name):
         return [Job(tiny(seed=s), tmp_path / name / f"s{s}") for s in range(3)]
 
-    calm, _ = open_group(jobs("calm"), cifar_data)
+    calm = open_group(jobs("calm"), cifar_data)
     while not calm.done:
         calm.advance(3)
     calm.finish()
-    hit, ended = open_group(jobs("hit"), cifar_data)
+    hit = open_group(jobs("hit"), cifar_data)
     hit.advance(5)
     next(hit.members[1].state.model.parameters()).data.fill_(math.nan)
     while not hit.done:
         hit.advance(3)
     hit.finish()
-    status = {r.folder.name: r.summary.status for r in ended}
+    status = {r.folder.name: r.summary.status for r in ended(hit)}
     assert status == {"s0": "finished", "s1": "diverged", "s2": "finished"}
     assert torch.load(jobs("hit")[1].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 4
     for seed in (0, 2):
@@ -190,17 +192,18 @@ def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_pat
         assert all(torch.equal(a[n], b[n]) for n in a), f"s{seed} was changed by s1's divergence"
 
 
-def test_a_turn_counts_the_iterations_its_members_trained(cifar_data, tmp_path, monkeypatch):
+def test_a_turn_counts_the_iterations_its_members_trained(cifar_data, tmp_path, monkeypatch, capsys):
     """The sweep's pace (resnet.sweep.Pace) is fed the work each turn did: the iterations each member
     trained, also when one of them diverges within the turn, not the work it leaves undone."""
     jobs = [Job(tiny(seed=s, iterations=16, milestones=(8,)), tmp_path / f"s{s}") for s in range(3)]
-    group, ended = open_group(jobs, cifar_data)
+    group = open_group(jobs, cifar_data)
     group.advance(5)
     next(group.members[1].state.model.parameters()).data.fill_(math.nan)
     monkeypatch.setattr(sweep, "CHUNK", 6)
     work, over = sweep._turn(group)  # iterations 6-11; s1's NaN is found at the evaluation of iteration 8
-    assert not over and [r.summary.status for r in ended] == ["diverged"]
-    assert ended[0].summary.iterations_done == 8
+    assert not over and [r.summary.status for r in ended(group)] == ["diverged"]
+    assert ended(group)[0].summary.iterations_done == 8
+    assert "sweep: s1: diverged" in capsys.readouterr().err  # reported by the turn it ended in
     assert work == sweep._work(jobs[0].config, 6 + 3 + 6)
     group.pause()
 
@@ -238,6 +241,7 @@ def test_a_member_held_elsewhere_is_left_alone_and_the_others_train_as_a_group(c
         held.release()
     err = capsys.readouterr().err
     assert "sweep: s1: skipped" in err and "is being trained by" in err
+    assert "sweep: s0: finished" in err and "sweep: s2: finished" in err  # each member reported as it ends
     assert not (jobs[1].out / "summary.json").exists()
     for job in (jobs[0], jobs[2]):
         assert json.loads((job.out / "summary.json").read_text())["status"] == "finished"
