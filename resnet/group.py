@@ -316,20 +316,21 @@ class GroupRun:
         fallback = next(b for b in self.last_batch if b is not None)
         batches = [b if b is not None else fallback for b in self.last_batch]
         self.step(torch.cat([x for x, _ in batches], 1), torch.stack([y for _, y in batches], 1))
-        counted = [(run, self._guard(run, lambda r=run: r.state.count_iteration(
-            r.config, r.data.total_iterations, r.dist))) for _, run in training]
+        counted = [(run, self._guard(run, run.state.count_iteration, run.config, run.data.total_iterations,
+                                     run.dist)) for _, run in training]
         seconds = time.perf_counter() - t0  # evaluation and checkpoints are not training time
         for run, train_stats in counted:
             if not run.ended:
                 run.state.train_s += seconds
-                self._guard(run, lambda r=run, s=train_stats: r.log_and_checkpoint(s))
+                self._guard(run, run.log_and_checkpoint, train_stats)
             if not run.ended and run.done:
                 run.finish()
 
-    def _guard(self, run: Run, work: Callable[[], object]) -> object:
-        """``work()`` for one member; divergence ends that member alone (with its last good checkpoint)."""
+    def _guard(self, run: Run, work: Callable[..., object], *args: object) -> object:
+        """``work(*args)`` for one member; divergence ends that member alone (with its last good
+        checkpoint)."""
         try:
-            return work()
+            return work(*args)
         except Diverged as e:
             run.finish("diverged", message=str(e))
             return None
