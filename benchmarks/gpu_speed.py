@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
 
 import torch
@@ -41,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from resnet import cli, models  # noqa: E402
-from resnet.cifar10 import load_data  # noqa: E402
+from resnet.cifar10 import CIFAR10, load_data  # noqa: E402
 from resnet.config import FIGURE6_ARCHS, Execution, RunConfig, paper_config, resolve_device, scaled_schedule  # noqa: E402
 from resnet.records import atomic_write_bytes, code_version, write_json  # noqa: E402
 from resnet.results import load_log  # noqa: E402
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def setup(args: argparse.Namespace, script: str) -> tuple[torch.device, Any, dict]:
+def setup(args: argparse.Namespace, script: str) -> tuple[torch.device, CIFAR10, dict]:
     """A GPU benchmark's device and data (from ``args``: cli.add_data_args), with several streams allowed
     to run at once, and what its record opens with: the device, torch, the code and data versions, and
     the command (``script``: the benchmark's file name) that made it."""
