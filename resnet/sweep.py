@@ -223,7 +223,7 @@ def groups(jobs: Sequence[Job], size: int) -> list[list[Job]]:
     for job in jobs:
         groupable = size > 1 and can_group(job.config)
         key = (network_of(job.config), _iterations_done(job)) if groupable else None
-        unit = open_groups.get(key) if key is not None else None
+        unit = open_groups.get(key)  # None for a run that trains alone: only groupable keys are stored
         if unit is not None and len(unit) < size:
             unit.append(job)
             continue

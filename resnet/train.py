@@ -126,8 +126,7 @@ class Run:
         return self.state.iteration - start if self.state is not None else 0
 
     def _out_of_time(self) -> bool:  # data-parallel processes decide it together (resnet.distributed)
-        in_hand = 3 + AGREE_EVERY * self.dist.enabled
-        late = near_deadline(self.execution, [self], iterations=in_hand)
+        late = near_deadline(self.execution, [self], extra_iterations=AGREE_EVERY * self.dist.enabled)
         return self.dist.decide_together(late, self.state.iteration, self.device)
 
     def _iterate(self) -> None:
@@ -204,11 +203,12 @@ class Run:
         return self.summary
 
 
-def near_deadline(execution: Execution, runs: Sequence[Run], *, iterations: int = 3) -> bool:
-    """Whether the deadline leaves too little for ``iterations`` more of ``runs`` (stepped together, as
-    one run or a group) and, for each, an evaluation and a checkpoint, with 2 s to spare."""
+def near_deadline(execution: Execution, runs: Sequence[Run], *, extra_iterations: int = 0) -> bool:
+    """Whether the deadline leaves too little for 3 more iterations of ``runs`` (stepped together, as one
+    run or a group; ``extra_iterations`` beyond those) and, for each, an evaluation and a checkpoint,
+    with 2 s to spare."""
     per_iteration = max(run.state.seconds_per_iteration() for run in runs)
-    reserve = 2.0 + iterations * per_iteration + 2 * sum(run.slowest_save_s for run in runs)
+    reserve = 2.0 + (3 + extra_iterations) * per_iteration + 2 * sum(run.slowest_save_s for run in runs)
     return execution.deadline.remaining() < reserve
 
 
