@@ -209,9 +209,11 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
             if not work and not ended:
                 break  # the deadline is near: no run could take another step
     finally:  # the time limit came, or the sweep was stopped: every open run keeps a checkpoint
-        for run in active.values():
-            if not run.ended:
-                _settle(run, run.pause)
+        for unit in active.values():
+            if not unit.ended:
+                runs = unit.open
+                _close(unit, unit.pause)
+                _report_ended(runs)
 
 
 def groups(jobs: Sequence[Job], size: int) -> list[list[Job]]:
@@ -332,39 +334,38 @@ def _not_opened(job: Job, error: BaseException) -> None:
 
 def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
     """One turn of ``unit``: (the work it did, whether it has ended and left the rotation). Each run that
-    ends in it (a single run, or any member of a group) is reported."""
+    ends in it (a single run, or any member of a group, whichever way the turn ends) is reported."""
     runs = unit.open
     before = [run.state.iteration for run in runs]
     try:
         unit.advance(CHUNK)
     except KeyboardInterrupt:  # this run may be mid-iteration: its last periodic checkpoint is what stays
-        _settle(unit, functools.partial(unit.finish, "unfinished", message="interrupted by the user; the "
-                                        "same command continues it from its last checkpoint"))
+        _close(unit, functools.partial(unit.finish, "unfinished", message="interrupted by the user; the "
+                                       "same command continues it from its last checkpoint"))
         raise
     except Diverged:  # a single run's advance wrote the 'diverged' summary and closed the run
-        _report_ended(runs)
         return 0.0, True
     except Exception as e:  # a capture, CUDA or out-of-memory error ends this run, not the sweep
-        _settle(unit, functools.partial(unit.fail, e))
+        _close(unit, functools.partial(unit.fail, e))
         return 0.0, True
-    # what each run trained in the turn (a group's member that ended in it, its summary says how far)
-    work = sum(_work(run.config, _iteration(run) - start) for run, start in zip(runs, before))
-    _report_ended(runs)  # a group's members that finished or diverged within the turn
-    if unit.done:
-        _settle(unit, unit.finish)
-        return work, True
-    return work, unit.ended
+    else:
+        # what each run trained in the turn (a group's member that ended in it, its summary says how far)
+        work = sum(_work(run.config, _iteration(run) - start) for run, start in zip(runs, before))
+        if unit.done:
+            _close(unit, unit.finish)
+            return work, True
+        return work, unit.ended
+    finally:
+        _report_ended(runs)
 
 
-def _settle(unit: Run | GroupRun, end: Callable[[], object]) -> None:
-    """End ``unit`` with ``end`` (finish, pause or fail) and report each run it ends; a failure while
-    ending it is recorded as the run's failure."""
-    runs = unit.open
+def _close(unit: Run | GroupRun, end: Callable[[], object]) -> None:
+    """End ``unit`` with ``end`` (finish, pause or fail); a failure while ending it is recorded as the
+    run's failure."""
     try:
         end()
     except Exception as e:
         unit.fail(e)
-    _report_ended(runs)
 
 
 def _report_ended(runs: Sequence[Run]) -> None:

@@ -208,6 +208,28 @@ def test_a_turn_counts_the_iterations_its_members_trained(cifar_data, tmp_path, 
     group.pause()
 
 
+def test_a_member_that_ends_in_a_failing_turn_is_reported(cifar_data, tmp_path, monkeypatch, capsys):
+    """A member that diverges within a turn whose advance then fails (a CUDA error, say) is reported with
+    the others the failure ends: the sweep's account names every run once, however the turn ended."""
+    jobs = [Job(tiny(seed=s, iterations=16, milestones=(8,)), tmp_path / f"s{s}") for s in range(3)]
+    group = open_group(jobs, cifar_data)
+    group.advance(5)
+    next(group.members[1].state.model.parameters()).data.fill_(math.nan)
+    advance = group.advance
+
+    def advance_then_fail(iterations):
+        advance(iterations)  # s1 diverges at the evaluation of iteration 8
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(group, "advance", advance_then_fail)
+    monkeypatch.setattr(sweep, "CHUNK", 6)
+    assert sweep._turn(group) == (0.0, True)
+    err = capsys.readouterr().err
+    assert [r.summary.status for r in group.members] == ["failed", "diverged", "failed"]
+    for name, status in (("s0", "failed"), ("s1", "diverged"), ("s2", "failed")):
+        assert err.count(f"sweep: {name}: ") == 1 and f"sweep: {name}: {status}" in err, err
+
+
 def test_which_runs_a_sweep_groups(tmp_path):
     """Seeds of one network at the same iteration, up to the size, where the first of them stood; other
     networks, other recipes and runs elsewhere in their schedule alone."""
