@@ -316,8 +316,8 @@ class GroupRun:
         fallback = next(b for b in self.last_batch if b is not None)
         batches = [b if b is not None else fallback for b in self.last_batch]
         self.step(torch.cat([x for x, _ in batches], 1), torch.stack([y for _, y in batches], 1))
-        counted = [(run, self._guard(run, run.state.count_iteration, run.config, run.data.total_iterations,
-                                     run.dist)) for _, run in training]
+        counted = [(run, self._guard(run, run.state.count_iteration, run.config, run.data, run.dist))
+                   for _, run in training]
         seconds = time.perf_counter() - t0  # evaluation and checkpoints are not training time
         for run, train_stats in counted:
             if not run.ended:

@@ -186,7 +186,10 @@ class Summary:
     final_train_error: float | None = None
     final_val_error: float | None = None
     selected_iteration: int | None = None
-    selection: str | None = None  # "final iteration" | "validation"
+    selection: str | None = None  # "final iteration" ("validation" in records of older code)
+    best_val_iteration: int | None = None  # with a validation split: the lowest validation error's weights,
+    best_val_error: float | None = None  # chosen on validation, and their test error (a second number,
+    best_val_test_error: float | None = None  # never the reported one)
     iterations_done: int = 0
     iterations_planned: int = 0
     warmup_end: int | None = None
@@ -273,8 +276,8 @@ class RunFolder:
     def config(self) -> RunConfig | None:
         """The run's config (config.json), or None when there is none readable."""
         try:
-            return RunConfig.from_dict(read_json(self.path / "config.json")["config"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return _config_of(read_json(self.path / "config.json")["config"])
+        except (OSError, ValueError, KeyError):
             return None
 
     def finished(self, config: RunConfig | None = None) -> bool:
@@ -289,7 +292,7 @@ class RunFolder:
         except Exception as e:  # a checkpoint that cannot be read is a user-facing problem, not a traceback
             raise RunFolderError(f"cannot read the checkpoint {path} ({type(e).__name__}: {e}); move it away "
                                  f"to start the run afresh") from None
-        if checkpoint.get("config") != config.to_dict():
+        if _config_of(checkpoint.get("config")) != config:  # read as config.json is: older records load
             raise RunFolderError(f"{path} belongs to a run with another config; choose another folder or "
                                  f"rerun with the config in {self.path / 'config.json'}")
         return checkpoint["state"]
@@ -318,6 +321,14 @@ class RunFolder:
 
     def write_summary(self, summary: Summary | dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary.to_dict() if isinstance(summary, Summary) else summary)
+
+
+def _config_of(saved: Any) -> RunConfig | None:
+    """A config as a record saved it (RunConfig.from_dict fills what older code did not write), or None."""
+    try:
+        return RunConfig.from_dict(saved)
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 class RunLock:

@@ -5,7 +5,9 @@ once in a CUDA graph and replayed), and :func:`evaluate`. resnet.train puts them
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 from resnet import inference, models
 from resnet.cifar10 import CIFAR10, train_val_split
-from resnet.config import ConfigError, RunConfig
+from resnet.config import ConfigError, RunConfig, checks_without_improvement, evaluates_after
 from resnet.distributed import Dist
 from resnet.loader import TrainLoader, normalization_stats
 
@@ -125,8 +127,8 @@ class RunState:
     iteration: int = 0
     warmup_end: int | None = None  # the iteration the warm-up ended (0 for a recipe without warm-up)
     rows: list[dict[str, Any]] = field(default_factory=list)  # the log, one row per evaluation
-    best: dict[str, Any] | None = None  # the validation-chosen model (early-stopping recipe)
-    checks_without_improvement: int = 0
+    best: dict[str, Any] | None = None  # the lowest validation error so far: its iteration, error, weights
+    checks_without_improvement: int = 0  # early stopping's count (config.checks_without_improvement)
     elapsed_s: float = 0.0  # wall seconds of all sessions so far (resume)
     train_s: float = 0.0  # of which spent in training iterations
     images: int = 0
@@ -150,24 +152,12 @@ class RunState:
         stats = torch.zeros(2, 3, dtype=torch.float64, device=device)
         return cls(model, optimizer, stats, warmup_end=None if config.warmup_lr is not None else 0)
 
-    def select_on_validation(self, val_error: float, test_error: float) -> None:
-        """The tutorial recipe: keep the weights with the lowest validation error so far; count the checks
-        in a row without improvement (early stopping). The test error is only carried along."""
-        if self.best is None or val_error < self.best["val_error"]:
-            weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            self.best = {"iteration": self.iteration, "val_error": val_error, "test_error": test_error,
-                         "model": weights}
-            self.checks_without_improvement = 0
-        else:
-            self.checks_without_improvement += 1
-
     def at_end(self, config: RunConfig, total_iterations: int) -> bool:
-        """Trained to the end, or stopped early: more than ``patience`` checks without improvement."""
+        """Trained to the end, or stopped early: more than ``patience`` checks in a row without improvement."""
         stopped = config.patience is not None and self.checks_without_improvement > config.patience
         return stopped or self.iteration >= total_iterations
 
-    def count_iteration(self, config: RunConfig, total_iterations: int,
-                        dist: Dist) -> tuple[float, float] | None:
+    def count_iteration(self, config: RunConfig, data: DeviceData, dist: Dist) -> tuple[float, float] | None:
         """Count the iteration just stepped; end the warm-up at the check where the training error is below
         its threshold (section 4.2); at an evaluation (or the end), return the (mean loss, error) of the
         training since the last one (waits for the GPU), else None."""
@@ -176,7 +166,8 @@ class RunState:
         if self.warmup_end is None and self.iteration % config.warmup_check_every == 0:
             if self.take_stats(SINCE_WARMUP_CHECK, dist)[1] < config.warmup_until_train_error:
                 self.warmup_end = self.iteration
-        at_eval = self.iteration % config.eval_every == 0 or self.at_end(config, total_iterations)
+        at_eval = (evaluates_after(self.iteration, config, batches_per_epoch=len(data.loader))
+                   or self.at_end(config, data.total_iterations))
         return self.take_stats(SINCE_EVAL, dist) if at_eval else None
 
     def seconds_per_iteration(self) -> float:
@@ -196,28 +187,47 @@ class RunState:
         if not torch.stack([p.detach().float().sum() for p in self.model.parameters()]).isfinite().all():
             raise Diverged(f"the weights became non-finite before iteration {self.iteration}")
 
-    def record_evaluation(self, data: DeviceData, loss: float, error: float, *, lr: float, elapsed_s: float,
-                          precision: str, early_stopping: bool) -> None:
-        """Append a log row: the training loss and error since the last row (``loss``, ``error``), the test
-        (and validation) error now; with ``early_stopping`` (the tutorial recipe), keep the weights chosen
-        on the validation split."""
-        test = evaluate(self.model, *data.test, mean=data.mean, std=data.std, precision=precision)
-        val = (evaluate(self.model, *data.val, mean=data.mean, std=data.std, precision=precision)
-               if data.val is not None else None)
+    def record_evaluation(self, data: DeviceData, loss: float, error: float, *, config: RunConfig, lr: float,
+                          elapsed_s: float) -> None:
+        """Append a log row: the training loss and error since the last row (``loss``, ``error``), the
+        validation error now (keeping the weights with the lowest so far, and counting early stopping's
+        checks), and the test error at every ``test_every``-th row and at the end (it decides nothing)."""
+        evaluate_on = functools.partial(evaluate, self.model, mean=data.mean, std=data.std,
+                                        precision=config.precision)
+        val = evaluate_on(*data.val)["error"] if data.val is not None else None
+        if val is not None:
+            if self.best is None or val < self.best["val_error"]:
+                self.best = {"iteration": self.iteration, "val_error": val,
+                             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+            if config.stop_rule is not None:
+                errors = [row["val_error"] for row in self.rows] + [val]
+                self.checks_without_improvement = checks_without_improvement(errors, config.stop_rule)
+        tested = (len(self.rows) + 1) % config.test_every == 0 or self.at_end(config, data.total_iterations)
+        test = evaluate_on(*data.test) if tested else {"loss": None, "error": None}
         self.rows.append({
             "iteration": self.iteration, "epoch": round(self.iteration / len(data.loader), 3),
             "lr": float(f"{lr:.8g}"), "train_loss": round(loss, 6), "train_error": round(error, 6),
-            "val_error": None if val is None else round(val["error"], 6), "test_loss": round(test["loss"], 6),
-            "test_error": round(test["error"], 6), "elapsed_s": round(elapsed_s, 2)})
-        if val is not None and early_stopping:
-            self.select_on_validation(val["error"], test["error"])
+            "val_error": None if val is None else round(val, 6),
+            "test_loss": None if test["loss"] is None else round(test["loss"], 6),
+            "test_error": None if test["error"] is None else round(test["error"], 6),
+            "elapsed_s": round(elapsed_s, 2)})
+
+    def best_on_test(self, data: DeviceData, precision: str) -> dict[str, Any] | None:
+        """The lowest-validation-error weights' iteration, validation error and test error: a second number
+        beside the final weights', chosen on the validation split and never on the test set."""
+        if self.best is None:
+            return None
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.best["model"])
+        test = evaluate(model, *data.test, mean=data.mean, std=data.std, precision=precision)
+        return {"iteration": self.best["iteration"], "val_error": round(self.best["val_error"], 6),
+                "test_error": round(test["error"], 6)}
 
     def reported_model(self, config: RunConfig, data: DeviceData) -> dict[str, Any]:
-        """model.pt: the reported weights (the validation-chosen ones, else the final iteration's) with the
-        config, the normalisation and the class names."""
-        weights = self.best["model"] if self.best else self.model.state_dict()
-        return {"config": config.to_dict(), "model": weights, "mean": data.mean.cpu(), "std": data.std.cpu(),
-                "classes": list(data.classes)}
+        """model.pt: the reported weights (the final iteration's) with the config, the normalisation and the
+        class names."""
+        return {"config": config.to_dict(), "model": self.model.state_dict(), "mean": data.mean.cpu(),
+                "std": data.std.cpu(), "classes": list(data.classes)}
 
     def to_checkpoint(self) -> dict[str, Any]:
         def saved(value: Any) -> Any:

@@ -11,8 +11,9 @@ The parts (state, step, evaluation) are in resnet.step, the recipe and how runs 
 the files in resnet.records, data parallelism in resnet.distributed. The learning rate is a pure function
 of the iteration and the data order a pure function of (seed, epoch), so a run killed at any point
 resumes from its checkpoint and ends exactly as an uninterrupted run would. Nothing is ever chosen on the
-test set: the reported model is the final iteration's, or, for the tutorial recipe, the one chosen on the
-validation split.
+test set: the reported model is the final iteration's (for the tutorial recipe, the one it has when early
+stopping on the validation split ends it); with a validation split, the lowest-validation-error weights'
+test error is recorded beside it.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class Run:
         t0 = time.perf_counter()
         self.set_learning_rate()
         self.step(*next(self.batches))  # forward, backward, update; the loss and errors summed on the device
-        train_stats = self.state.count_iteration(self.config, self.data.total_iterations, self.dist)
+        train_stats = self.state.count_iteration(self.config, self.data, self.dist)
         self.state.train_s += time.perf_counter() - t0  # evaluation and checkpoints are not training time
         self.log_and_checkpoint(train_stats)
 
@@ -152,8 +153,8 @@ class Run:
         state, cfg = self.state, self.config
         if train_stats is not None:
             if self.dist.is_writer:  # a log row: training loss and error since the last row, test error
-                state.record_evaluation(self.data, *train_stats, lr=self.lr, elapsed_s=self.elapsed_s(),
-                                        precision=cfg.precision, early_stopping=cfg.patience is not None)
+                state.record_evaluation(self.data, *train_stats, config=cfg, lr=self.lr,
+                                        elapsed_s=self.elapsed_s())
                 self.folder.write_log(state.rows)
             checks = state.checks_without_improvement  # all stop early when rank 0's validation says so
             state.checks_without_improvement = self.dist.rank0_value(checks, self.device)
@@ -230,15 +231,16 @@ def _execution_record(run: Run) -> dict[str, Any]:
 def _summary(run: Run, status: str, message: str | None) -> Summary:
     """What summary.json says: the reported errors, how far the run got, how fast, on what, with what."""
     cfg, state, execution = run.config, run.state, _execution_record(run)
-    last, best = (state.rows[-1] if state.rows else {}), state.best
+    last = state.rows[-1] if state.rows else {}
+    best = (state.best_on_test(run.data, cfg.precision) if status == "finished" else None) or {}
     return Summary(
         status=status, message=message, arch=cfg.arch, shortcut=cfg.shortcut, recipe=cfg.recipe,
         seed=cfg.seed,
-        final_test_error=best["test_error"] if best else last.get("test_error"),
-        final_train_error=last.get("train_error"),
-        final_val_error=best["val_error"] if best else last.get("val_error"),
-        selected_iteration=best["iteration"] if best else (state.iteration if last else None),
-        selection="validation" if best else "final iteration",
+        final_test_error=last.get("test_error"), final_train_error=last.get("train_error"),
+        final_val_error=last.get("val_error"),
+        selected_iteration=state.iteration if last else None, selection="final iteration",
+        best_val_iteration=best.get("iteration"), best_val_error=best.get("val_error"),
+        best_val_test_error=best.get("test_error"),
         iterations_done=state.iteration, iterations_planned=run.data.total_iterations,
         warmup_end=state.warmup_end if cfg.warmup_lr is not None else None,
         parameters=models.count_parameters(state.model),

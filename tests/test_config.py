@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from resnet import config as config_module
-from resnet.config import (SHORT, ConfigError, Deadline, Execution, RunConfig, describe_schedule,
-                           learning_rate, on_schedule, paper_config, quick, scaled_schedule, schedule_of,
-                           tutorial_config)
+from resnet.config import (SHORT, ConfigError, Deadline, Execution, RunConfig, checks_without_improvement,
+                           describe_schedule, evaluates_after, learning_rate, on_schedule, paper_config, quick,
+                           scaled_schedule, schedule_of, tutorial_config)
 
 
 def test_paper_defaults():
@@ -70,9 +70,45 @@ def test_scaled_short_and_quick_schedules():
 
 def test_tutorial_recipe():
     cfg = tutorial_config("resnet20")
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.val_size, cfg.eval_every, cfg.patience,
-            cfg.max_epochs) == ("adam", 1e-3, 1e-4, 5000, 50, 5, 50)
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.val_size, cfg.eval_every, cfg.eval_in_epoch,
+            cfg.stop_rule, cfg.patience, cfg.max_epochs) == ("adam", 1e-3, 1e-4, 5000, 50, True, "previous", 5, 50)
     assert learning_rate(10_000, cfg) == 1e-3
+
+
+def test_tutorial_checks_after_every_50th_batch_of_each_epoch():
+    cfg = tutorial_config("resnet20")
+    checks = [i for i in range(1, 2 * 351 + 1) if evaluates_after(i, cfg, batches_per_epoch=351)]
+    # batches 50..350 of the first epoch, then the count starts again: 351 + 50, ..., 351 + 350
+    assert checks == [50 * k for k in range(1, 8)] + [351 + 50 * k for k in range(1, 8)]
+    paper = paper_config("resnet20")  # the paper's recipe counts the run's iterations, across epochs
+    assert [i for i in range(1, 1200) if evaluates_after(i, paper, batches_per_epoch=390)] == [500, 1000]
+
+
+@pytest.mark.parametrize("errors, previous, best", [
+    ([], 0, 0),
+    ([0.5], 0, 0),                      # the first check always improves
+    ([0.5, 0.5], 1, 1),                 # a tie does not improve ("lower than or equal to")
+    ([0.5, 0.4, 0.45, 0.44], 0, 2),     # 0.44 beats the check before it, not the best
+    ([0.3, 0.4, 0.4, 0.5, 0.5, 0.6, 0.6], 6, 6),  # six in a row: more than the tutorial's 5, it stops
+    ([0.3, 0.4, 0.4, 0.5, 0.5, 0.6], 5, 5),       # five in a row: not more than 5, it goes on
+    ([0.3, 0.4, 0.4, 0.35, 0.5], 1, 4),           # a reset by the previous-check rule only
+])
+def test_checks_without_improvement(errors, previous, best):
+    assert checks_without_improvement(errors, "previous") == previous
+    assert checks_without_improvement(errors, "best") == best
+
+
+def test_early_stopping_names_its_rule():
+    with pytest.raises(ConfigError, match="stop_rule"):
+        paper_config("resnet20", val_size=100, patience=3)
+    with pytest.raises(ConfigError, match="stop_rule must be one of"):
+        tutorial_config("resnet20", stop_rule="never")
+    with pytest.raises(ConfigError, match="validation split"):
+        paper_config("resnet20", stop_rule="previous", patience=3)  # it would select on the test set
+    # a record of the code before stop_rule existed had one rule, counted from the best check
+    old = {k: v for k, v in tutorial_config("resnet20").to_dict().items()
+           if k not in ("stop_rule", "eval_in_epoch", "test_every")}
+    assert RunConfig.from_dict(old).stop_rule == "best"
 
 
 def test_config_is_frozen_and_validated():
@@ -87,8 +123,8 @@ def test_config_is_frozen_and_validated():
         RunConfig(arch="resnet21")
     with pytest.raises(ConfigError, match="precision"):
         cfg.replace(precision="fp16")
-    with pytest.raises(ConfigError, match="validation split"):
-        cfg.replace(patience=3)  # early stopping without a validation split would select on the test set
+    with pytest.raises(ConfigError, match="test_every"):
+        cfg.replace(test_every=0)
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 

@@ -1,5 +1,5 @@
 """The training engine (resnet.train, resnet.step): run records, learning, exact resume (after kill -9 and
-after a time limit), divergence, bad arguments, the run-folder lock, the tutorial recipe's selection, the
+after a time limit), divergence, bad arguments, the run-folder lock, the tutorial recipe's early stopping, the
 warm-up, and data parallelism (two gloo processes). GPU-only checks are in tests/test_gpu.py."""
 
 from __future__ import annotations
@@ -252,20 +252,84 @@ def test_a_run_held_by_another_process_is_left_alone(cifar_data, tmp_path, capsy
 
 
 # ---------------------------------------------------------------------------------------------- recipes
-def test_tutorial_recipe_selects_on_validation(cifar_data, tmp_path):
-    cfg = tutorial_config("resnet20", iterations=40, eval_every=4, val_size=200, batch_size=32, patience=2,
-                          test_subset=64)
+class ScriptedValidation:
+    """``resnet.step.evaluate`` with the validation errors a test chooses (one per check, in order) and the
+    real evaluation of everything else (the test set)."""
+
+    def __init__(self, errors: list[float], val_size: int, start: int = 0) -> None:
+        self.errors, self.val_size, self.next = errors, val_size, start
+        self.real = step_module.evaluate
+
+    def __call__(self, model, images, labels, **kwargs):
+        if len(labels) != self.val_size:
+            return self.real(model, images, labels, **kwargs)
+        self.next += 1
+        return {"error": self.errors[self.next - 1], "loss": 1.0}
+
+
+def tutorial_tiny(**overrides):
+    """The tutorial recipe on the 1,000-image set: 800 training images (25 batches of 32 an epoch), checks
+    after batches 10 and 20 of each epoch, the test set at every 3rd check."""
+    base = dict(val_size=200, batch_size=32, eval_every=10, test_every=3, test_subset=64, iterations=1000)
+    return tutorial_config("resnet20", **{**base, **overrides})
+
+
+#: Checks 1-10: ties and rises count, a fall resets (0.7 after 0.8); the 6th non-improving check in a row
+#: (the 10th check, after batch 20 of the 5th epoch: iteration 4 * 25 + 20) stops the run.
+STOPS_AT_10TH = [0.9, 0.8, 0.8, 0.7, 0.75, 0.75, 0.8, 0.85, 0.85, 0.9, 0.1, 0.1]
+CHECK_ITERATIONS = [10, 20, 35, 45, 60, 70, 85, 95, 110, 120]
+
+
+def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_data, tmp_path, monkeypatch):
+    cfg = tutorial_tiny()
+    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
     summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
     rows = log_rows(tmp_path / "run")
-    vals = [float(r["val_error"]) for r in rows]
-    best = min(range(len(vals)), key=lambda i: (vals[i], i))
-    assert summary.selection == "validation"
-    assert summary.selected_iteration == int(rows[best]["iteration"])
-    assert summary.final_test_error == pytest.approx(float(rows[best]["test_error"]))
-    # stopped exactly when more than `patience` checks in a row had not improved (or at the end)
-    assert len(rows) - 1 - best <= cfg.patience + 1
-    if summary.iterations_done < 40:
-        assert len(rows) - 1 - best == cfg.patience + 1
+    assert [int(r["iteration"]) for r in rows] == CHECK_ITERATIONS  # batches 10 and 20 of each epoch
+    assert [float(r["val_error"]) for r in rows] == STOPS_AT_10TH[:10]
+    assert (summary.status, summary.iterations_done, summary.selection) == ("finished", 120, "final iteration")
+    # the test set, which decides nothing, at every 3rd check and at the end
+    assert [i + 1 for i, r in enumerate(rows) if r["test_error"]] == [3, 6, 9, 10]
+    # the reported model is the final weights, and its test error the last row's
+    final = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["model"]
+    assert all(torch.equal(weights(tmp_path / "run")[k], v) for k, v in final.items())
+    assert summary.final_test_error == float(rows[-1]["test_error"])
+    # beside it, the lowest validation error's weights (the 4th check, iteration 45) and their test error
+    assert (summary.best_val_iteration, summary.best_val_error) == (45, 0.7)
+    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    every = engine.train(cfg.replace(test_every=1), data=cifar_data, out=tmp_path / "every", execution=QUIET)
+    every_rows = log_rows(tmp_path / "every")  # testing more often changes nothing the run does
+    assert [r["val_error"] for r in every_rows] == [r["val_error"] for r in rows]
+    assert every.final_test_error == summary.final_test_error
+    assert summary.best_val_test_error == float(every_rows[3]["test_error"])
+
+
+def test_tutorial_stops_after_its_epoch_cap(cifar_data, tmp_path, monkeypatch):
+    improving = [1 / (k + 2) for k in range(20)]
+    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(improving, 200))
+    summary = engine.train(tutorial_tiny(max_epochs=2), data=cifar_data, out=tmp_path / "run", execution=QUIET)
+    rows = log_rows(tmp_path / "run")
+    assert (summary.status, summary.iterations_done, summary.iterations_planned) == ("finished", 50, 50)
+    assert [int(r["iteration"]) for r in rows] == [10, 20, 35, 45, 50]  # 4 checks, then the end (tested)
+    assert rows[-1]["test_error"] and summary.final_test_error == float(rows[-1]["test_error"])
+    assert summary.best_val_iteration == 50
+
+
+def test_tutorial_stop_counts_across_a_resume(cifar_data, tmp_path, monkeypatch):
+    cfg = tutorial_tiny()
+    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    whole = engine.train(cfg, data=cifar_data, out=tmp_path / "whole", execution=QUIET)
+    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    with engine.Run(cfg, data=cifar_data, out=tmp_path / "resumed", execution=QUIET) as run:
+        run.advance(75)  # 6 checks; the last two did not improve
+        assert run.state.checks_without_improvement == 2
+        run.pause()
+    done = len(log_rows(tmp_path / "resumed"))
+    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200, start=done))
+    resumed = engine.train(cfg, data=cifar_data, out=tmp_path / "resumed", execution=QUIET, resume=True)
+    assert (resumed.iterations_done, resumed.best_val_iteration) == (whole.iterations_done, 45) == (120, 45)
+    assert same_log(tmp_path / "whole", tmp_path / "resumed")
+    assert all(torch.equal(v, weights(tmp_path / "resumed")[k]) for k, v in weights(tmp_path / "whole").items())
 
 
 def test_warmup_ends_when_training_error_falls(cifar_data, tmp_path):
