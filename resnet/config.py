@@ -15,8 +15,8 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -315,9 +315,14 @@ def _process_age() -> float:
 @dataclass(frozen=True)
 class Deadline:
     """When a command with ``--time-limit`` must have ended, counted from the start of its process, as a
-    wall-clock time that worker processes share. ``Deadline()`` never arrives."""
+    wall-clock time that worker processes share. ``Deadline()`` never arrives.
+
+    ``clock`` is the clock the deadline is read on, and every duration that decides against it (a run's
+    seconds per iteration, a checkpoint's, a sweep's pace) is measured on the same one: a test gives a clock
+    that moves only when its runs step, so that no verdict depends on how fast the machine is."""
 
     at: float | None = None
+    clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
     @classmethod
     def after(cls, seconds: float | None) -> Deadline:
@@ -328,7 +333,7 @@ class Deadline:
         return cls(time.time() + seconds - _process_age())
 
     def remaining(self) -> float:
-        return math.inf if self.at is None else self.at - time.time()
+        return math.inf if self.at is None else self.at - self.clock()
 
 
 @dataclass(frozen=True)
@@ -366,6 +371,11 @@ class Execution:
     @property
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock runs are timed on: the deadline's (see Deadline)."""
+        return self.deadline.clock
 
     def uses_graph(self, device: torch.device, *, distributed: bool) -> bool:
         """Whether a run on ``device`` captures its step in a CUDA graph: as asked, else on CUDA in a single

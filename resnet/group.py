@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -306,7 +305,8 @@ class GroupRun:
         return near_deadline(self.members[0].execution, [run for run in self.members if not run.done])
 
     def _iterate(self) -> None:
-        t0 = time.perf_counter()
+        clock = self.members[0].clock
+        t0 = clock()
         training = [(i, run) for i, run in enumerate(self.members) if not run.done]
         for i, run in training:
             if run.set_learning_rate():
@@ -318,7 +318,7 @@ class GroupRun:
         self.step(torch.cat([x for x, _ in batches], 1), torch.stack([y for _, y in batches], 1))
         counted = [(run, self._guard(run, run.state.count_iteration, run.config, run.data, run.dist))
                    for _, run in training]
-        seconds = time.perf_counter() - t0  # evaluation and checkpoints are not training time
+        seconds = clock() - t0  # evaluation and checkpoints are not training time
         for run, train_stats in counted:
             if not run.ended:
                 run.state.train_s += seconds

@@ -186,7 +186,7 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
     pending = [(unit, sum(map(_work_left, unit)))
                for unit in groups(started_first, execution.group_size(device))]
     active: dict[int, Run | GroupRun] = {}
-    pace = Pace()
+    pace = Pace(execution.clock)
     try:
         while pending or active:
             for slot in range(slots):

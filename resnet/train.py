@@ -59,6 +59,7 @@ class Run:
         self.checkpoint_every = execution.checkpoint_every or config.eval_every
         self.folder = RunFolder(out if out is not None else default_run_dir(config))
         self.stream = stream or (torch.cuda.Stream(self.device) if self.device.type == "cuda" else None)
+        self.clock = execution.clock  # what the deadline is read on times the run too
         self.summary: Summary | None = None
         self.slowest_save_s = 0.0  # what a deadline must leave room for
         self.folder.claim(resume=resume, lock=self.dist.is_writer)
@@ -74,7 +75,7 @@ class Run:
             set_learning_rate(self.state.optimizer, self.lr)
             self.batches = self.data.batches(self.state.iteration, self.dist)
             self.code = code_version()  # the code this session runs
-            self.session_start, self.elapsed_before = time.perf_counter(), self.state.elapsed_s
+            self.session_start, self.elapsed_before = self.clock(), self.state.elapsed_s
             if self.dist.is_writer:
                 self.folder.write_config(config, _execution_record(self))
                 self.folder.write_log(self.state.rows)  # drops rows written after the last checkpoint
@@ -131,11 +132,11 @@ class Run:
         return self.dist.decide_together(late, self.state.iteration, self.device)
 
     def _iterate(self) -> None:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         self.set_learning_rate()
         self.step(*next(self.batches))  # forward, backward, update; the loss and errors summed on the device
         train_stats = self.state.count_iteration(self.config, self.data, self.dist)
-        self.state.train_s += time.perf_counter() - t0  # evaluation and checkpoints are not training time
+        self.state.train_s += self.clock() - t0  # evaluation and checkpoints are not training time
         self.log_and_checkpoint(train_stats)
 
     # The parts of an iteration around the step, in order (resnet.group steps several runs at once)
@@ -163,7 +164,7 @@ class Run:
 
     # -- records -------------------------------------------------------------------------------------
     def elapsed_s(self) -> float:  # wall seconds of this run over all its sessions
-        return self.elapsed_before + time.perf_counter() - self.session_start
+        return self.elapsed_before + self.clock() - self.session_start
 
     def wait(self) -> None:
         """Wait for the run's queued GPU work (the host runs many iterations ahead of the run's stream)."""
@@ -172,13 +173,13 @@ class Run:
 
     def save_checkpoint(self) -> None:
         """Write the state after the last queued iteration, from finite weights only."""
-        t0 = time.perf_counter()
+        t0 = self.clock()
         self.wait()
         self.state.check_weights()
         if self.dist.is_writer:
             self.state.elapsed_s = self.elapsed_s()
             self.folder.write_checkpoint(self.config, self.state.to_checkpoint())
-        self.slowest_save_s = max(self.slowest_save_s, time.perf_counter() - t0)
+        self.slowest_save_s = max(self.slowest_save_s, self.clock() - t0)
 
     def pause(self, message: str | None = None) -> Summary:
         """Stop before the end (a time limit): checkpoint now, so that the next session starts here."""

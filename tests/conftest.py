@@ -54,6 +54,43 @@ def cifar_data(cifar_root):
     return load_cifar10(cifar_root)
 
 
+class FakeClock:
+    """A clock for the time limit that moves only when a training step tells it to (see ``slow_steps``):
+    deadlines, a run's seconds per iteration and a sweep's pace all read it, so that what a test of
+    time-dependent behaviour sees is the same on every machine, however fast or loaded."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def deadline(self, seconds: float):
+        """A resnet.config.Deadline ``seconds`` from now on this clock."""
+        from resnet.config import Deadline
+
+        return Deadline(self.now + seconds, clock=self)
+
+
+@pytest.fixture
+def slow_steps(monkeypatch):
+    """slow_steps(seconds) -> FakeClock: every training step (resnet.step.TrainStep) takes ``seconds`` on the
+    returned clock, and nothing else takes any time on it."""
+    from resnet import step
+
+    def make(seconds: float) -> FakeClock:
+        clock, real = FakeClock(), step.TrainStep.__call__
+
+        def timed(self, x, y):
+            real(self, x, y)
+            clock.now += seconds
+
+        monkeypatch.setattr(step.TrainStep, "__call__", timed)
+        return clock
+
+    return make
+
+
 class ScriptResult:
     """What a command-line run of an experiment script left: exit code, stdout and stderr."""
 

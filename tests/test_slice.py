@@ -4,12 +4,17 @@ its time limit mid-run, packed, continued, packed again, a second machine's shar
 into a fresh copy, and the figures drawn there naming the runs' data and code.
 
 Every command is a real process started from the copied tree, as on the GPU machine (python3 there has no
-`resnet` installed: the scripts find the package beside themselves)."""
+`resnet` installed: the scripts find the package beside themselves), but the one its time limit stops: that
+one runs in the test's process, on a clock that moves only with its training steps, so that where the limit
+stops it is the same on a fast machine and a slow one."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -19,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from cifar_fixture import BATCHES_DIR, write_cifar10
-from resnet import records
+from resnet import cli, config, records
 
 REPO = Path(__file__).resolve().parent.parent
 COPIED = ("resnet", "experiments", "benchmarks", "tests", "hubconf.py", "pyproject.toml")
@@ -52,8 +57,27 @@ def summary(results: Path, run: str) -> dict:
     return json.loads((results / "runs" / run / "summary.json").read_text())
 
 
+def stopped_by_the_time_limit(tree: Path, script: str, *args, monkeypatch, slow_steps,
+                              limit: float) -> tuple[int, str]:
+    """``python3 experiments/<script>.py ... --time-limit LIMIT`` from ``tree``, run in this process so that
+    its time is a clock that moves by 0.5 s per training step: where the limit stops it is the same on every
+    machine. (exit code, stderr)"""
+    clock = slow_steps(0.5)
+    monkeypatch.setattr(config.Deadline, "after", classmethod(lambda cls, s: clock.deadline(s)))
+    monkeypatch.setenv("CIFAR10_ROOT", str(tree / "data"))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts its tree first; undone below
+    argv = [f"experiments/{script}.py", *map(str, args), "--time-limit", str(limit)]
+    monkeypatch.setattr(sys, "argv", argv)
+    namespace = runpy.run_path(str(tree / argv[0]), run_name="slice")
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stopped, contextlib.redirect_stderr(err):
+        cli.main_guard(lambda: namespace["main"](argv[1:]))
+    monkeypatch.undo()
+    return stopped.value.code or 0, err.getvalue()
+
+
 @pytest.mark.slow
-def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
+def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
     tree = copy_tree(tmp_path / "tree")
     assert not (tree / ".git").exists()
     full = write_cifar10(tmp_path / "cifar", n_train_per_batch=200, n_test=200, seed=0) / BATCHES_DIR
@@ -73,17 +97,16 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
     for name in os.listdir(full):  # the second call brings the rest
         shutil.copy2(full / name, data / name)
     # the time limit stops the run mid-way; the last lines say where it is and how to continue
-    second = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 12)
-    assert second.returncode == 0, second.stderr
-    last = second.stderr.strip().splitlines()
+    code, err = stopped_by_the_time_limit(tree, "replicate", *train, "--shard", PLAIN20, limit=12.2,
+                                          monkeypatch=monkeypatch, slow_steps=slow_steps)
+    assert code == 0, err
+    last = err.strip().splitlines()
     assert last[-1] == ("sweep: 0 of 1 runs finished; to continue the others (failed ones are retried): "
                         "python3 experiments/replicate.py " + " ".join(map(str, train))
-                        + f" --shard {PLAIN20} --time-limit 12")
+                        + f" --shard {PLAIN20} --time-limit 12.2")
     assert "plain20-paper-s0" in last[-2] and "unfinished" in last[-2] and "ms/it" in last[-2]
     paused = summary(results, "plain20-paper-s0")
-    assert paused["status"] == "unfinished" and paused["iterations_done"] < 40
-    # a copied tree has no commit, but its records name the code by the fingerprint of its sources
-    assert paused["git_commit"] == "unknown" and paused["code_fingerprint"] == records.code_fingerprint()
+    assert paused["status"] == "unfinished" and paused["iterations_done"] == 18  # 18 * 0.5 + 2 + 1.5 > 12.2
 
     packed = command(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "a.tar")
     assert packed.returncode == 0, packed.stderr
@@ -94,7 +117,10 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path):
     third = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 240)
     assert third.returncode == 0, third.stderr
     assert third.stderr.strip().endswith("sweep: 1 of 1 runs finished"), third.stderr
-    assert summary(results, "plain20-paper-s0")["iterations_done"] == 40
+    finished = summary(results, "plain20-paper-s0")
+    assert finished["iterations_done"] == 40
+    # a copied tree has no commit, but its records name the code by the fingerprint of its sources
+    assert finished["git_commit"] == "unknown" and finished["code_fingerprint"] == records.code_fingerprint()
     assert command(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "b.tar").returncode == 0
 
     # a second machine trains another shard of the same plan
@@ -189,7 +215,7 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     assert idle.returncode == 0 and "nothing trained" in idle.stderr, idle.stderr
     assert not (tmp_path / "r" / "runs").exists()
 
-    trained = slice_script("train", 90, *plan)
+    trained = slice_script("train", 240, *plan)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "sweep: 1 of 1 runs finished" in (out / "train.log").read_text()
     with tarfile.open(out / "slice.tar") as tar:
@@ -204,11 +230,11 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     env["RESULTS"] = str(tmp_path / "r2")
     assert slice_script("bring", *plan).returncode == 0  # the call that carries .c3 alone
     assert (tmp_path / "r2" / "runs" / "resnet20-A-paper-s0" / "summary.json").is_file()
-    again = slice_script("train", 90, *plan)
+    again = slice_script("train", 240, *plan)
     assert again.returncode == 0 and "resnet20-A-paper-s0: finished before, skipped" in again.stdout
     assert "unpack: 1 added" in (out / "slice.log").read_text()
     shutil.rmtree(tree / ".c3")
     shutil.copytree(tmp_path / "r2" / "runs", tree / "results" / "runs")
     env["RESULTS"] = str(tmp_path / "r3")
-    committed = slice_script("train", 90, *plan)
+    committed = slice_script("train", 240, *plan)
     assert committed.returncode == 0 and "resnet20-A-paper-s0: finished before, skipped" in committed.stdout

@@ -178,19 +178,17 @@ def test_sweep_runs_in_processes_and_skips_finished(cifar_root, tmp_path, capsys
     assert capsys.readouterr().err.strip().splitlines()[-1] == "sweep: 2 of 2 runs finished"
 
 
-def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys, monkeypatch):
+def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys, monkeypatch, slow_steps):
     """A sweep that meets its deadline leaves every unfinished run checkpointed; the same sweep continues."""
     jobs = [Job(tiny(seed=s, iterations=40, eval_every=10), tmp_path / f"s{s}") for s in (0, 1)]
-    step = step_module.TrainStep.__call__
-    monkeypatch.setattr(step_module.TrainStep, "__call__",
-                        lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
-    # the first run starts, then has to pause; the second never starts
-    soon = Deadline(time.time() + 8)
+    clock = slow_steps(0.2)  # 40 iterations take 8 s
+    # the first run starts, then has to pause (leaving 2 s and 3 iterations); the second never starts
+    soon = clock.deadline(8.1)
     summaries = run_sweep(jobs, QUIET.replace(deadline=soon), data=cifar_data)
-    assert time.time() < soon.at
+    assert clock.now < soon.at
     assert summaries[0].status == "unfinished" and summaries[1].status == "missing"
     paused_at = torch.load(jobs[0].out / "checkpoint.pt", weights_only=False)["state"]["iteration"]
-    assert 0 < paused_at == summaries[0].iterations_done < 40
+    assert paused_at == summaries[0].iterations_done == 28  # 28 * 0.2 s + 2 s + 3 * 0.2 s > 8.1 s
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "sweep: 0 of 2 runs finished; running the same command again continues the unfinished ones"
     monkeypatch.undo()
@@ -198,7 +196,7 @@ def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys
     assert [s.status for s in summaries] == ["finished", "finished"]
 
 
-def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, monkeypatch):
+def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, slow_steps):
     """The one-GPU driver (several runs in one process, advanced in turn), here on the CPU: each run ends
     exactly as it does alone, and a deadline pauses the open runs with checkpoints."""
     jobs = [Job(tiny(seed=s, iterations=8, eval_every=4), tmp_path / "turns" / f"s{s}") for s in range(3)]
@@ -208,15 +206,13 @@ def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, mo
     assert same_log(jobs[2].out, tmp_path / "alone")
     assert all(torch.equal(weights(jobs[2].out)[k], v) for k, v in weights(tmp_path / "alone").items())
 
-    step = step_module.TrainStep.__call__
-    monkeypatch.setattr(step_module.TrainStep, "__call__",
-                        lambda self, x, y: (time.sleep(0.2), step(self, x, y)))
+    clock = slow_steps(0.2)
     late = [Job(tiny(seed=s, iterations=200, eval_every=50), tmp_path / "late" / f"s{s}") for s in range(2)]
-    deadline = Deadline(time.time() + 13)
+    deadline = clock.deadline(13.1)
     train_in_turn(late, QUIET.replace(deadline=deadline), cifar_data)
-    assert time.time() < deadline.at
+    assert clock.now < deadline.at
     summary = records.RunFolder(late[0].out).report()
-    assert summary.status == "unfinished" and 0 < summary.iterations_done < 200
+    assert summary.status == "unfinished" and summary.iterations_done == 53  # 53 * 0.2 + 2 + 3 * 0.2 > 13.1
     assert torch.load(late[0].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == \
         summary.iterations_done
     # the second could not have finished beside the first: it was never opened, and the next command has it
@@ -224,15 +220,14 @@ def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, mo
     assert capsys.readouterr().err.count("stopped by the time limit at iteration") == 1
 
 
-def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp_path, capsys, monkeypatch):
+def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp_path, capsys, monkeypatch,
+                                                                slow_steps):
     """A (short) opens first; once the pace is measured, C (shorter) fits beside it and B (far too long)
     does not; B opens when nothing else is open, and the time limit pauses it with a checkpoint. (In plan
     order B would have opened second and moved in turn with A, delaying A's end and shutting C out.)"""
     monkeypatch.setattr(sweep, "MEASURE_S", 1.0)
     monkeypatch.setattr(sweep, "CHUNK", 5)
-    step = step_module.TrainStep.__call__
-    monkeypatch.setattr(step_module.TrainStep, "__call__",
-                        lambda self, x, y: (time.sleep(0.05), step(self, x, y)))
+    clock = slow_steps(0.2)  # A's 40 iterations take 8 s, C's 10 take 2 s, B's 100,000 take 20,000 s
     opened = []
     open_run = sweep._open_run
 
@@ -243,9 +238,9 @@ def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp
     monkeypatch.setattr(sweep, "_open_run", recorded)
     a, b, c = (Job(tiny(seed=s, iterations=n, eval_every=20), tmp_path / name)
                for s, n, name in ((0, 40, "a"), (1, 100_000, "b"), (2, 10, "c")))
-    deadline = Deadline(time.time() + 18)
+    deadline = clock.deadline(21)  # B opens when A ends at 10 s (C beside it), more than 10 s before it
     train_in_turn([a, b, c], QUIET.replace(at_once=2, deadline=deadline), cifar_data)
-    assert time.time() < deadline.at
+    assert clock.now < deadline.at
     assert opened == ["a", "c", "b"]
     assert [records.RunFolder(j.out).status for j in (a, b, c)] == ["finished", "unfinished", "finished"]
     assert 0 < records.RunFolder(b.out).report().iterations_done < 100_000

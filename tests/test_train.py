@@ -147,25 +147,22 @@ def test_kill_and_resume_equals_uninterrupted(cifar_root, cifar_data, tmp_path):
         "the resumed run ends with the same weights"
 
 
-def test_time_limit_from_the_command_line(run_script, cifar_root, tmp_path, monkeypatch):
+def test_time_limit_from_the_command_line(run_script, cifar_root, tmp_path, monkeypatch, slow_steps):
     """--time-limit ends the command cleanly (exit 0, checkpoint written, a last line that says how to
     continue); the same command with --resume continues."""
-    # pretend this process started long ago, so that the limit is reached after a few iterations
-    deadline = Deadline(time.time() + 6)
+    clock = slow_steps(0.3)  # the limit is reached after a few iterations, on every machine
+    deadline = clock.deadline(6)
     monkeypatch.setattr(Deadline, "after", classmethod(lambda cls, s: deadline if s else cls(None)))
-    slow_step = step_module.TrainStep.__call__
-    monkeypatch.setattr(step_module.TrainStep, "__call__",
-                        lambda self, x, y: (time.sleep(0.3), slow_step(self, x, y)))
     out = tmp_path / "run"
     args = ("--arch", "resnet20", "--iterations", 400, "--eval-every", 50, "--data-dir", cifar_root,
             "--device", "cpu", "--no-progress", "--test-subset", 64, "--out", out, "--time-limit", 60)
     result = run_script("train", *args)
     assert result.code == 0, result.err
-    assert time.time() < deadline.at, "stopped before the deadline"
+    assert clock.now < deadline.at, "stopped before the deadline"
     last = result.err.strip().splitlines()[-1]
     assert "0 of 1 runs finished" in last and "--resume" in last
     summary = records.RunFolder(out).report()
-    assert summary.status == "unfinished" and 0 < summary.iterations_done < 400
+    assert summary.status == "unfinished" and summary.iterations_done == 11  # 11 * 0.3 + 2 + 3 * 0.3 > 6
     assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["iteration"] \
         == summary.iterations_done
 
