@@ -9,6 +9,10 @@ schedule, data, seeds and code its numbers come from. A figure whose runs are mi
 one-line note. figures/augmentation.png is drawn from the data itself, when
 CIFAR-10 is here (--data-dir, $CIFAR10_ROOT or data/), and skipped otherwise. The functions behind every
 figure and table are in resnet.results.
+
+Drawing the repository's own records (no --results), it then writes figures/weights.md from
+results/weights/MANIFEST.json and brings the generated tables of README.md and docs/*.md up to date with
+the files they name (experiments/docs_tables.py), so that no table a page shows is typed.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
 
+from experiments import docs_tables  # noqa: E402
 from resnet import cli, results  # noqa: E402
 from resnet import cifar10  # noqa: E402
-from resnet.records import RESULTS_DIR  # noqa: E402
+from resnet.records import REPO_ROOT, RESULTS_DIR  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         except cifar10.DataError:
             data = None
         results.build_augmentation(data)
+        weights = docs_tables.weights_table(RESULTS_DIR / "weights" / "MANIFEST.json",
+                                            results.FIGURES_DIR / "weights.md")
+        print(f"weights: {results.display_path(weights)}" if weights else
+              "weights: skipped, no results/weights/MANIFEST.json")
+        for line in docs_tables.refresh(REPO_ROOT):
+            print(line)
     return 0
 
 
