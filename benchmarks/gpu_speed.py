@@ -44,7 +44,8 @@ from resnet.cifar10 import CIFAR10, load_data  # noqa: E402
 from resnet.config import FIGURE6_ARCHS, Execution, RunConfig, paper_config, resolve_device, scaled_schedule  # noqa: E402
 from resnet.records import atomic_write_bytes, code_version, write_json  # noqa: E402
 from resnet.results import load_log  # noqa: E402
-from resnet.sweep import Job, allow_concurrent_streams, run_sweep  # noqa: E402
+from resnet.records import Job  # noqa: E402
+from resnet.sweep import allow_concurrent_streams, run_sweep  # noqa: E402
 from resnet.train import Run  # noqa: E402
 
 TARGET_S = {"resnet20": 60, "resnet56": 180, "resnet110": 360}
@@ -106,7 +107,7 @@ def time_runs(archs: list[str], data, device: torch.device, *, graph: bool, comp
         return times
     finally:
         for run in active:
-            run.close()
+            run.end("unfinished", message="a benchmark's timed iterations")
 
 
 def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: bool, tmp: Path,

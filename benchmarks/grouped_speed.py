@@ -44,7 +44,7 @@ from resnet import cli, models  # noqa: E402
 from resnet.config import paper_config  # noqa: E402
 from resnet.group import GroupSGD, GroupStep, grouped  # noqa: E402
 from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
-from resnet.step import CudaGraphStep, on_device  # noqa: E402
+from resnet.step import CudaGraphStep  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, 
         opt.set_rate(i, cfg.lr)
     stats = torch.zeros(k, 2, 3, dtype=torch.float64, device=device)
     train_step = GroupStep(net, opt, stats, device=device, precision="bf16")
-    images, labels, _, _ = on_device(data, device)
+    images, labels, _, _ = data.on(device)
     mean, std = normalization_stats(images)
     loaders = [TrainLoader(images, labels, batch_size=cfg.batch_size, seed=s, mean=mean, std=std)
                for s in range(k)]

@@ -31,7 +31,7 @@ from resnet import cli, models, results, transfer  # noqa: E402
 from resnet.config import FIGURE6_ARCHS, SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
 from resnet.config import paper_config, scaled_schedule, tutorial_config  # noqa: E402
 from resnet.pretrained import PUBLISHED  # noqa: E402
-from resnet.sweep import Job  # noqa: E402
+from resnet.records import Job  # noqa: E402
 
 
 def plan() -> list[RunConfig]:

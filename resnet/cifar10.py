@@ -20,7 +20,7 @@ import os
 import pathlib
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -93,6 +93,15 @@ class CIFAR10:
     root: str  # the folder the batches were read from (a cifar-10-batches-py or -bin folder)
     name: str  # "CIFAR-10" when verified, else "CIFAR-10 (modified copy <fingerprint>)"
     verified: bool  # every batch has the official release's SHA-1 (checked once, by load_cifar10)
+    copies: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict, repr=False)  # see on()
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(train images, train labels, test images, test labels) on ``device``, uploaded once and kept
+        here: the runs of a sweep that share this object share one copy on their GPU, not one each."""
+        if str(device) not in self.copies:
+            tensors = (self.train_images, self.train_labels, self.test_images, self.test_labels)
+            self.copies[str(device)] = tuple(t.to(device) for t in tensors)
+        return self.copies[str(device)]
 
     def __repr__(self) -> str:
         return (f"CIFAR10({self.name!r}, train={len(self.train_labels)}, test={len(self.test_labels)}, "

@@ -20,8 +20,8 @@ from typing import Any, NoReturn
 from resnet import cifar10, pretrained
 from resnet.config import QUICK, SHORT, ConfigError, Deadline, Execution, RunConfig, on_schedule, schedule_of
 from resnet.pretrained import WeightsError
-from resnet.records import RESULTS_DIR, RunFolderError, Summary, default_run_dir
-from resnet.sweep import Job, run_sweep
+from resnet.records import RESULTS_DIR, Job, RunFolderError, Summary, default_run_dir
+from resnet.sweep import run_sweep
 from resnet.train import Diverged, RunFailed
 
 EXIT_BAD_INPUT = 2

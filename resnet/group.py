@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +31,10 @@ from torch import Tensor, nn
 from resnet import inference, models
 from resnet.cifar10 import CIFAR10
 from resnet.config import ConfigError, Execution, RunConfig
-from resnet.records import Summary
-from resnet.step import CudaGraphStep, Diverged, compiled
-from resnet.train import Run, near_deadline
-
-if TYPE_CHECKING:
-    from resnet.sweep import Job
+from resnet.records import Job, Summary
+from resnet.state import Diverged
+from resnet.step import CudaGraphStep, compiled
+from resnet.train import Run, failure, near_deadline
 
 __all__ = ["GroupedPad", "GroupedLinear", "grouped", "tie", "GroupSGD", "GroupStep", "GroupRun",
            "MemberFailed", "can_group", "network_of"]
@@ -229,10 +226,10 @@ class MemberFailed(Exception):
 
 
 class GroupRun:
-    """Runs of one network (configs equal but for the seed; resnet.sweep.Job's) trained as one grouped
+    """Runs of one network (configs equal but for the seed; resnet.records.Job's) trained as one grouped
     network, advanced like a single :class:`resnet.train.Run` by a driver (resnet.sweep). Opening them
     raises MemberFailed when one of them cannot be opened. A member that finishes or diverges ends on its
-    own and leaves ``open``; the group goes on while any member is open."""
+    own; the group goes on while any member is open."""
 
     def __init__(self, jobs: Sequence[Job], *, data: CIFAR10, execution: Execution,
                  stream: torch.cuda.Stream | None) -> None:
@@ -252,7 +249,7 @@ class GroupRun:
             self._build(execution)
         except BaseException:
             for run in self.members:
-                run.close()
+                run.folder.lock.release()
             raise
 
     def _build(self, execution: Execution) -> None:
@@ -278,36 +275,38 @@ class GroupRun:
 
     # -- what a driver sees, as for a Run ---------------------------------------------------------------
     @property
-    def open(self) -> list[Run]:
-        return [run for run in self.members if not run.ended]
+    def runs(self) -> list[Run]:
+        return self.members
 
     @property
-    def done(self) -> bool:
-        return all(run.done for run in self.members)
+    def trained(self) -> bool:
+        return not self._training()
+
+    def _training(self) -> list[tuple[int, Run]]:
+        """The members still training, with their places: neither ended (diverged, say) nor trained."""
+        return [(i, run) for i, run in enumerate(self.members) if not (run.ended or run.trained)]
 
     @property
     def ended(self) -> bool:
-        return not self.open
+        return all(run.ended for run in self.members)
 
     def advance(self, iterations: int) -> int:
-        """Train every open member up to ``iterations`` more, as Run.advance does; return how many group
-        iterations ran. A member that diverges or reaches its end is ended on its own."""
-        trained = 0
+        """Train every member that is still training up to ``iterations`` more, as Run.advance does; return
+        how many group iterations ran. A member that diverges or reaches its end is ended on its own."""
+        done = 0
         with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
-            for _ in range(iterations):
-                if self.done or self._out_of_time():
-                    break
+            while done < iterations and not self.trained and not self._late():
                 self._iterate()
-                trained += 1
-        return trained
+                done += 1
+        return done
 
-    def _out_of_time(self) -> bool:
-        return near_deadline(self.members[0].execution, [run for run in self.members if not run.done])
+    def _late(self) -> bool:
+        return near_deadline(self.members[0].execution, [run for _, run in self._training()])
 
     def _iterate(self) -> None:
         clock = self.members[0].clock
         t0 = clock()
-        training = [(i, run) for i, run in enumerate(self.members) if not run.done]
+        training = self._training()
         for i, run in training:
             if run.set_learning_rate():
                 self.optimizer.set_rate(i, run.lr)
@@ -322,9 +321,9 @@ class GroupRun:
         for run, train_stats in counted:
             if not run.ended:
                 run.state.train_s += seconds
-                self._guard(run, run.log_and_checkpoint, train_stats)
-            if not run.ended and run.done:
-                run.finish()
+                self._guard(run, run.after_step, train_stats)
+            if not run.ended and run.trained:
+                run.end("finished")
 
     def _guard(self, run: Run, work: Callable[..., object], *args: object) -> object:
         """``work(*args)`` for one member; divergence ends that member alone (with its last good
@@ -332,24 +331,25 @@ class GroupRun:
         try:
             return work(*args)
         except Diverged as e:
-            run.finish("diverged", message=str(e))
+            run.end("diverged", message=str(e))
             return None
 
     # -- ending ----------------------------------------------------------------------------------------
-    def finish(self, status: str = "finished", *, message: str | None = None) -> None:
-        self._end(lambda run: run.finish(status, message=message))
+    def end(self, status: str = "finished", *, message: str | None = None) -> None:
+        """End every member still open with ``status`` (see Run.end)."""
+        self._end(lambda run: run.end(status, message=message))
 
     def pause(self) -> None:
+        """End every member still open 'unfinished', each with a checkpoint of now."""
         self._end(Run.pause)
-
-    def fail(self, error: BaseException) -> None:
-        self._end(lambda run: run.fail(error))
 
     def _end(self, end: Callable[[Run], Summary]) -> None:
         """End every open member with ``end``; a failure while ending one is that member's failure."""
-        for run in self.open:
+        for run in self.members:
+            if run.ended:
+                continue
             try:
                 end(run)
             except Exception as e:
-                run.fail(e)
-        self.net = self.step = self.optimizer = self.stats = self.last_batch = None
+                run.end("failed", message=failure(e))
+        self.step = None  # the group's CUDA graph and its memory pool

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from resnet.loader import normalize
 
-__all__ = ["autocast", "no_tf32", "input_batches", "logits", "model_device"]
+__all__ = ["autocast", "no_tf32", "input_batches", "logits", "evaluate", "model_device"]
 
 
 def autocast(device: torch.device, precision: str = "bf16") -> contextlib.AbstractContextManager:
@@ -74,3 +75,14 @@ def logits(model: nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: t
     finally:
         model.train(was_training)
     return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: torch.Tensor,
+             std: torch.Tensor, precision: str = "bf16") -> dict[str, float]:
+    """Error (fraction) and mean cross-entropy of ``model`` on the un-augmented ``images``, through
+    :func:`logits`. One host synchronisation."""
+    out = logits(model, images, mean=mean, std=std, precision=precision)
+    labels = labels.to(out.device)
+    error, loss = torch.stack([(out.argmax(1) != labels).double().mean(),
+                               F.cross_entropy(out, labels).double()]).tolist()
+    return {"error": error, "loss": loss}

@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TrainLoader", "crop_flip", "normalization_stats", "normalize", "random_crop_flip"]
+from resnet.cifar10 import CIFAR10, train_val_split
+from resnet.config import ConfigError, RunConfig
+from resnet.distributed import Dist
+
+__all__ = ["TrainLoader", "DeviceData", "crop_flip", "normalization_stats", "normalize", "random_crop_flip"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,3 +228,65 @@ class TrainLoader:
             if self.augment:
                 x = crop_flip(x, dy[i:j], dx[i:j], flip[i:j], padding=self.padding)
             yield normalize(x, self.mean, self.std), self.labels[idx]
+
+
+# --------------------------------------------------------------------------------------------------
+# What one run trains and evaluates on
+
+@dataclass
+class DeviceData:
+    """What one run trains and evaluates on, on its device: the training batches, the normalisation (from
+    the training images only), the test and validation sets, and the data set's name."""
+
+    loader: TrainLoader
+    mean: torch.Tensor
+    std: torch.Tensor
+    test: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    total_iterations: int
+    classes: tuple[str, ...]
+    name: str
+    fingerprint: str
+
+    @classmethod
+    def prepare(cls, config: RunConfig, data: CIFAR10, device: torch.device, dist: Dist) -> DeviceData:
+        images, labels, test_images, test_labels = data.on(device)
+        val = None
+        if config.val_size:
+            if config.val_size >= len(labels):
+                raise ConfigError(f"val_size {config.val_size} leaves no training images "
+                                  f"(have {len(labels)})")
+            split = train_val_split(len(labels), val_size=config.val_size, seed=0)
+            train_idx, val_idx = (i.to(device) for i in split)
+            val = (images[val_idx], labels[val_idx])
+            images, labels = images[train_idx], labels[train_idx]
+        if config.train_subset:
+            if config.train_subset > len(labels):
+                raise ConfigError(f"train_subset {config.train_subset} exceeds the {len(labels)} "
+                                  "training images")
+            # a fixed, seed-independent subset: every network of a quick sweep sees the same images
+            keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(12345))
+            keep = keep[: config.train_subset].sort().values.to(device)
+            images, labels = images[keep], labels[keep]
+        if len(labels) < config.batch_size:
+            raise ConfigError(f"only {len(labels)} training images; a batch needs {config.batch_size}")
+        if config.batch_size % dist.world_size:
+            raise ConfigError(f"batch_size {config.batch_size} is not divisible by {dist.world_size} "
+                              "processes")
+        n_test = config.test_subset or len(test_labels)
+        # the normalisation comes from the training images only, never the test set
+        mean, std = normalization_stats(images, mode=config.normalization)
+        loader = TrainLoader(images, labels, batch_size=config.batch_size, seed=config.seed, mean=mean,
+                             std=std)
+        total = config.iterations if config.max_epochs is None else min(config.iterations,
+                                                                         config.max_epochs * len(loader))
+        return cls(loader, mean, std, (test_images[:n_test], test_labels[:n_test]), val, total, data.classes,
+                   data.name, data.fingerprint)
+
+    def batches(self, start: int, dist: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training batches from iteration ``start`` on, across epochs: a pure function of
+        (seed, iteration), this process's slice of each when data-parallel."""
+        epoch, offset = divmod(start, len(self.loader))
+        while True:
+            yield from self.loader.epoch(epoch, start=offset, rank=dist.rank, world_size=dist.world_size)
+            epoch, offset = epoch + 1, 0

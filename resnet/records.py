@@ -323,6 +323,18 @@ class RunFolder:
         write_json(self.path / "summary.json", summary.to_dict() if isinstance(summary, Summary) else summary)
 
 
+@dataclass(frozen=True)
+class Job:
+    """A run to train: its config and its folder (what a plan lists and a sweep opens)."""
+
+    config: RunConfig
+    out: Path
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.out)
+
+
 def _config_of(saved: Any) -> RunConfig | None:
     """A config as a record saved it (RunConfig.from_dict fills what older code did not write), or None."""
     try:

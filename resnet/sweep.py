@@ -33,8 +33,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -42,28 +40,16 @@ from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig
 from resnet.group import GroupRun, MemberFailed, can_group, network_of
 from resnet.models import arch_depth
-from resnet.records import RunFolder, RunFolderError, Summary
-from resnet.train import Diverged, Run, RunFailed, train
+from resnet.records import Job, RunFolder, RunFolderError, Summary
+from resnet.train import Diverged, Run, RunFailed, failure, train
 
-__all__ = ["Job", "Pace", "allow_concurrent_streams", "next_to_open", "run_sweep", "run_lines",
+__all__ = ["Pace", "allow_concurrent_streams", "next_to_open", "run_sweep", "run_lines",
            "sweep_status_line", "train_in_turn"]
 
 CHUNK = 50  # iterations a run is advanced by before the next run's turn (on one GPU)
 FIT_SHARE = 0.8  # the share of the time left that the open runs are planned to fill (estimates err)
 MEASURE_S = 20.0  # wall seconds of training measured before a time-limited sweep opens a second run
 PACE_WINDOW_S = 60.0  # the pace is measured over the last this many seconds (it changes as runs open)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A run to train: its config and its folder."""
-
-    config: RunConfig
-    out: Path
-
-    @property
-    def folder(self) -> RunFolder:
-        return RunFolder(self.out)
 
 
 def run_sweep(jobs: Sequence[Job], execution: Execution = Execution(), *, data: CIFAR10 | None = None,
@@ -189,31 +175,16 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
     pace = Pace(execution.clock)
     try:
         while pending or active:
-            for slot in range(slots):
-                while slot not in active and pending and execution.deadline.remaining() > 10:
-                    i = next_to_open([work for _, work in pending], [_open_work(r) for r in active.values()],
-                                     pace=pace.rate(), seconds_left=execution.deadline.remaining())
-                    if i is None:
-                        break
-                    run = _open_run(pending.pop(i)[0], execution, data, streams[slot])
-                    if run is not None:
-                        active[slot] = run
-            ended = 0
-            work = 0.0
-            for slot, run in list(active.items()):
-                done, over = _turn(run)
-                work, ended = work + done, ended + over
-                if over:
-                    del active[slot]
+            _fill(active, pending, streams, pace, execution, data)
+            work, ended = _turns(active)
             pace.add(work)
             if not work and not ended:
                 break  # the deadline is near: no run could take another step
     finally:  # the time limit came, or the sweep was stopped: every open run keeps a checkpoint
         for unit in active.values():
-            if not unit.ended:
-                runs = unit.open
-                _close(unit, unit.pause)
-                _report_ended(runs)
+            runs = _open_runs(unit)
+            _close(unit, unit.pause)
+            _report_ended(runs)
 
 
 def groups(jobs: Sequence[Job], size: int) -> list[list[Job]]:
@@ -294,14 +265,14 @@ def _work_left(job: Job) -> float:
     return _work(job.config, max(0, job.config.iterations - _iterations_done(job)))
 
 
+def _open_runs(unit: Run | GroupRun) -> list[Run]:
+    """The runs of ``unit`` that have not ended."""
+    return [run for run in unit.runs if not run.ended]
+
+
 def _open_work(unit: Run | GroupRun) -> float:
     """The work an open run (or each open run of a group) has left."""
-    return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in unit.open)
-
-
-def _iteration(run: Run) -> int:
-    """How far ``run`` is, open or ended (an ended run has let go of its state; its summary says)."""
-    return run.state.iteration if run.state is not None else run.summary.iterations_done or 0
+    return sum(_work(r.config, r.data.total_iterations - r.state.iteration) for r in _open_runs(unit))
 
 
 def _open_run(unit: Sequence[Job], execution: Execution, data: CIFAR10,
@@ -332,27 +303,53 @@ def _not_opened(job: Job, error: BaseException) -> None:
         _report(job.out.name, _failed_to_open(job, error))
 
 
+def _fill(active: dict[int, Run | GroupRun], pending: list[tuple[list[Job], float]],
+          streams: Sequence[torch.cuda.Stream | None], pace: Pace, execution: Execution, data: CIFAR10) -> None:
+    """Open pending units into the free slots of ``active`` (one stream each), the next that
+    next_to_open chooses each time, until the slots are full, nothing fits, or the deadline is near."""
+    for slot, stream in enumerate(streams):
+        while slot not in active and pending and execution.deadline.remaining() > 10:
+            i = next_to_open([work for _, work in pending], [_open_work(r) for r in active.values()],
+                             pace=pace.rate(), seconds_left=execution.deadline.remaining())
+            if i is None:
+                break
+            unit = _open_run(pending.pop(i)[0], execution, data, stream)
+            if unit is not None:
+                active[slot] = unit
+
+
+def _turns(active: dict[int, Run | GroupRun]) -> tuple[float, int]:
+    """One turn of every open unit: (the work they did, how many ended). An ended unit leaves ``active``,
+    and nothing here holds it after: the sweep keeps no ended run's model, optimizer or graph."""
+    work, ended = 0.0, 0
+    for slot in list(active):
+        done, over = _turn(active[slot])
+        work, ended = work + done, ended + over
+        if over:
+            del active[slot]
+    return work, ended
+
+
 def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
     """One turn of ``unit``: (the work it did, whether it has ended and left the rotation). Each run that
     ends in it (a single run, or any member of a group, whichever way the turn ends) is reported."""
-    runs = unit.open
+    runs = _open_runs(unit)
     before = [run.state.iteration for run in runs]
     try:
         unit.advance(CHUNK)
     except KeyboardInterrupt:  # this run may be mid-iteration: its last periodic checkpoint is what stays
-        _close(unit, functools.partial(unit.finish, "unfinished", message="interrupted by the user; the "
+        _close(unit, functools.partial(unit.end, "unfinished", message="interrupted by the user; the "
                                        "same command continues it from its last checkpoint"))
         raise
-    except Diverged:  # a single run's advance wrote the 'diverged' summary and closed the run
+    except Diverged:  # a single run's advance ended it 'diverged'
         return 0.0, True
     except Exception as e:  # a capture, CUDA or out-of-memory error ends this run, not the sweep
-        _close(unit, functools.partial(unit.fail, e))
+        _close(unit, functools.partial(unit.end, "failed", message=failure(e)))
         return 0.0, True
     else:
-        # what each run trained in the turn (a group's member that ended in it, its summary says how far)
-        work = sum(_work(run.config, _iteration(run) - start) for run, start in zip(runs, before))
-        if unit.done:
-            _close(unit, unit.finish)
+        work = sum(_work(run.config, run.state.iteration - start) for run, start in zip(runs, before))
+        if unit.trained:
+            _close(unit, unit.end)
             return work, True
         return work, unit.ended
     finally:
@@ -360,12 +357,12 @@ def _turn(unit: Run | GroupRun) -> tuple[float, bool]:
 
 
 def _close(unit: Run | GroupRun, end: Callable[[], object]) -> None:
-    """End ``unit`` with ``end`` (finish, pause or fail); a failure while ending it is recorded as the
-    run's failure."""
+    """End ``unit`` with ``end`` (its end or pause); a failure while ending it is recorded as the run's
+    failure."""
     try:
         end()
     except Exception as e:
-        unit.fail(e)
+        unit.end("failed", message=failure(e))
 
 
 def _report_ended(runs: Sequence[Run]) -> None:

@@ -3,12 +3,17 @@
     summary = train(paper_config("resnet20"), data=load_data())       # results/runs/resnet20-A-paper-s0
 
     with Run(config, data=data, out=folder) as run:     # several of these can share one GPU (resnet.sweep)
-        while not run.done:
+        while not run.trained:
             run.advance(100)
-        summary = run.finish()
+        summary = run.end("finished")
 
-The parts (state, step, evaluation) are in resnet.step, the recipe and how runs execute in resnet.config,
-the files in resnet.records, data parallelism in resnet.distributed. The learning rate is a pure function
+One iteration (Run.advance): the learning rate for it (a pure function of the iteration), the next batch
+(augmented on the device), the step (forward, loss, backward, update), then the iteration counted; at an
+evaluation a log row (training loss and error since the last row, validation and test error), at the
+checkpoint interval the state saved; the run ends at its last iteration, when early stopping says so, or,
+paused with a checkpoint, near the deadline. The data on the device is resnet.loader's, the state (the
+checkpoint) resnet.state's, the step resnet.step's, the recipe and how runs execute resnet.config's, the
+files resnet.records', data parallelism resnet.distributed's. The learning rate is a pure function
 of the iteration and the data order a pure function of (seed, epoch), so a run killed at any point
 resumes from its checkpoint and ends exactly as an uninterrupted run would. Nothing is ever chosen on the
 test set: the reported model is the final iteration's (for the tutorial recipe, the one it has when early
@@ -32,9 +37,11 @@ from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig, describe_schedule, learning_rate
 from resnet.distributed import AGREE_EVERY, Dist
 from resnet.records import RunFolder, RunFolderError, Summary, code_version, default_run_dir
-from resnet.step import DeviceData, Diverged, RunState, make_step, set_learning_rate
+from resnet.loader import DeviceData
+from resnet.state import Diverged, RunState
+from resnet.step import make_step, set_learning_rate
 
-__all__ = ["Diverged", "RunFailed", "Run", "train"]  # Diverged: from resnet.step
+__all__ = ["Diverged", "RunFailed", "Run", "failure", "near_deadline", "train"]  # Diverged: from resnet.state
 
 
 class RunFailed(RuntimeError):
@@ -43,11 +50,12 @@ class RunFailed(RuntimeError):
 
 
 class Run:
-    """One training run of ``config``, opened when built, advanced by a driver (:func:`train`, or
-    resnet.sweep for several at once on one GPU, each on its own CUDA stream), closed by :meth:`finish`,
-    :meth:`pause` or :meth:`fail`, which write the summary and let go of the lock, model, graph and data.
-    Building it claims the run folder (RunFolderError when another process trains it, or when it holds a
-    run and ``resume`` is not set), builds network and step and resumes from the checkpoint."""
+    """One training run of ``config``: opened when built, advanced by a driver (:func:`train`, resnet.sweep
+    for several at once on one GPU, or resnet.group, which steps several as one network), ended with a
+    status by :meth:`end` (or :meth:`pause`, which checkpoints first), which writes the summary and lets go
+    of the lock and the step. Opening claims the run folder (RunFolderError when another process trains it,
+    or when it holds a run and ``resume`` is not set), builds network and step and resumes from the
+    checkpoint. A driver drops a run that has ended."""
 
     def __init__(self, config: RunConfig, *, data: CIFAR10, out: str | os.PathLike | None = None,
                  execution: Execution = Execution(), resume: bool = False, dist: Dist | None = None,
@@ -89,57 +97,48 @@ class Run:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the lock and everything the run holds on its device (a sweep opens many runs)."""
         self.folder.lock.release()
-        self.step = self.batches = self.data = self.state = None
 
-    # -- training ------------------------------------------------------------------------------------
+    @property
+    def runs(self) -> list[Run]:
+        """The runs this unit trains (a group's are its members): itself."""
+        return [self]
+
+    @property
+    def trained(self) -> bool:
+        """Nothing left to train: its last iteration is done, or early stopping ended it."""
+        return self.state.at_end(self.config, self.data.total_iterations)
+
     @property
     def ended(self) -> bool:
-        """Finished, paused, failed or diverged: closed, with its summary written."""
+        """Ended with a status (finished, unfinished, failed or diverged): its summary is written."""
         return self.summary is not None
 
-    @property
-    def open(self) -> list[Run]:
-        """The runs it trains that are still open, as for a group (resnet.group): itself, until it ends."""
-        return [] if self.ended else [self]
-
-    @property
-    def done(self) -> bool:
-        """Closed, or trained to its end (or stopped early on validation, the tutorial recipe)."""
-        return self.summary is not None or self.state.at_end(self.config, self.data.total_iterations)
-
+    # -- training ------------------------------------------------------------------------------------
     def advance(self, iterations: int) -> int:
-        """Train up to ``iterations`` more (fewer at the end, or near the deadline), evaluating and
-        checkpointing at their intervals; return how many. Diverged: after writing a 'diverged' summary."""
+        """Train up to ``iterations`` more (fewer at the end, or near the deadline); return how many.
+        One iteration: the rate for it, the next batch, the step; then count it, at an evaluation add a log
+        row, at the checkpoint interval save the state. Diverged: after ending the run 'diverged'."""
         start = self.state.iteration
         try:
             with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
-                for _ in range(iterations):
-                    if self.done or self._out_of_time():
-                        break
-                    self._iterate()
+                while self.state.iteration - start < iterations and not self.trained and not self._late():
+                    t0 = self.clock()
+                    self.set_learning_rate()
+                    self.step(*next(self.batches))  # forward, backward, update; counts summed on the device
+                    train_stats = self.state.count_iteration(self.config, self.data, self.dist)
+                    self.state.train_s += self.clock() - t0  # evaluation and checkpoints are not training
+                    self.after_step(train_stats)
         except Diverged as e:
-            self.finish("diverged", message=str(e))
+            self.end("diverged", message=str(e))
             raise
-        return self.state.iteration - start if self.state is not None else 0
+        return self.state.iteration - start
 
-    def _out_of_time(self) -> bool:  # data-parallel processes decide it together (resnet.distributed)
+    def _late(self) -> bool:  # data-parallel processes decide it together (resnet.distributed)
         late = near_deadline(self.execution, [self], extra_iterations=AGREE_EVERY * self.dist.enabled)
         return self.dist.decide_together(late, self.state.iteration, self.device)
 
-    def _iterate(self) -> None:
-        t0 = self.clock()
-        self.set_learning_rate()
-        self.step(*next(self.batches))  # forward, backward, update; the loss and errors summed on the device
-        train_stats = self.state.count_iteration(self.config, self.data, self.dist)
-        self.state.train_s += self.clock() - t0  # evaluation and checkpoints are not training time
-        self.log_and_checkpoint(train_stats)
-
-    # The parts of an iteration around the step, in order (resnet.group steps several runs at once)
+    # The pieces of an iteration around the step (resnet.group calls them for each of its members)
     def set_learning_rate(self) -> bool:
         """Set the rate of the coming iteration, a pure function of it; whether it changed."""
         lr = learning_rate(self.state.iteration, self.config, warmup_end=self.state.warmup_end)
@@ -149,17 +148,19 @@ class Run:
         self.lr = lr
         return True
 
-    def log_and_checkpoint(self, train_stats: tuple[float, float] | None) -> None:
-        """At an evaluation, the log row; at the checkpoint interval (and the end), the checkpoint."""
-        state, cfg = self.state, self.config
+    def after_step(self, train_stats: tuple[float, float] | None) -> None:
+        """At an evaluation (``train_stats``: the training loss and error since the last), the log row; at
+        the checkpoint interval and at the end, the checkpoint."""
+        state = self.state
         if train_stats is not None:
-            if self.dist.is_writer:  # a log row: training loss and error since the last row, test error
-                state.record_evaluation(self.data, *train_stats, config=cfg, lr=self.lr,
+            if self.dist.is_writer:
+                state.record_evaluation(self.data, *train_stats, config=self.config, lr=self.lr,
                                         elapsed_s=self.elapsed_s())
                 self.folder.write_log(state.rows)
-            checks = state.checks_without_improvement  # all stop early when rank 0's validation says so
-            state.checks_without_improvement = self.dist.rank0_value(checks, self.device)
-        if state.iteration % self.checkpoint_every == 0 or self.done:
+            # every process stops early when rank 0's validation says so
+            state.checks_without_improvement = self.dist.rank0_value(state.checks_without_improvement,
+                                                                     self.device)
+        if state.iteration % self.checkpoint_every == 0 or self.trained:
             self.save_checkpoint()
 
     # -- records -------------------------------------------------------------------------------------
@@ -182,17 +183,17 @@ class Run:
         self.slowest_save_s = max(self.slowest_save_s, self.clock() - t0)
 
     def pause(self, message: str | None = None) -> Summary:
-        """Stop before the end (a time limit): checkpoint now, so that the next session starts here."""
+        """End 'unfinished' before the end (a time limit), with a checkpoint of now to continue from."""
+        if self.ended:
+            return self.summary
         self.save_checkpoint()
-        return self.finish("unfinished", message=message or f"stopped by the time limit at iteration "
-                           f"{self.state.iteration} of {self.data.total_iterations}")
+        return self.end("unfinished", message=message or f"stopped by the time limit at iteration "
+                        f"{self.state.iteration} of {self.data.total_iterations}")
 
-    def fail(self, error: BaseException) -> Summary:
-        """Status 'failed' (out of memory, a CUDA error, a bug); the last checkpoint stays for a retry."""
-        return self.finish("failed", message=f"{type(error).__name__}: {error}".strip())
-
-    def finish(self, status: str = "finished", *, message: str | None = None) -> Summary:
-        """Write summary.json (and model.pt when finished), close the run and return the summary."""
+    def end(self, status: str = "finished", *, message: str | None = None) -> Summary:
+        """End the run with ``status``: "finished" (model.pt is written), "unfinished" (its last checkpoint
+        continues it), "failed" (out of memory, a CUDA error, a bug: the last checkpoint retries it) or
+        "diverged". Writes summary.json, lets go of the lock and the step; returns the summary."""
         if self.summary is None:
             with contextlib.suppress(RuntimeError) if status == "failed" else contextlib.nullcontext():
                 self.wait()  # after a CUDA error the device may refuse even this
@@ -201,8 +202,14 @@ class Run:
                 if status == "finished":
                     self.folder.write_model(self.state.reported_model(self.config, self.data))
                 self.folder.write_summary(self.summary)
-        self.close()
+        self.folder.lock.release()
+        self.step = None  # a CUDA graph holds its memory pool while it is referenced
         return self.summary
+
+
+def failure(error: BaseException) -> str:
+    """A failed run's message: the error's type and text."""
+    return f"{type(error).__name__}: {error}".strip()
 
 
 def near_deadline(execution: Execution, runs: Sequence[Run], *, extra_iterations: int = 0) -> bool:
@@ -272,26 +279,26 @@ def train(config: RunConfig, *, data: CIFAR10 | None = None, data_dir: str | Non
              stream=stream) as run:
         bar = _progress_bar(run) if execution.progress and run.dist.is_writer else None
         try:
-            while not run.done:
+            while not run.trained:
                 trained = run.advance(100)
                 if bar is not None:
                     bar.update(trained)
                 if not trained:
                     break  # the deadline is near
         except KeyboardInterrupt:  # the last periodic checkpoint stays: it is a consistent state
-            run.finish("unfinished", message="interrupted by the user; --resume continues from the last "
-                                              "checkpoint")
+            run.end("unfinished", message="interrupted by the user; --resume continues from the last "
+                                           "checkpoint")
             raise
         except (Diverged, ConfigError, RunFolderError):
             raise
         except Exception as e:
-            summary = run.fail(e)
+            summary = run.end("failed", message=failure(e))
             raise RunFailed(f"the run in {folder.path} failed: {summary.message}. Its last checkpoint is "
                             f"kept; --resume retries it from there") from e
         finally:
             if bar is not None:
                 bar.close()
-        return run.finish() if run.done else run.pause()
+        return run.end() if run.trained else run.pause()
 
 
 def _progress_bar(run: Run) -> Any:

@@ -107,7 +107,7 @@ def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_pa
                           [f"resnet{d}-A-paper-s0" for d in (20, 32, 44, 56)] + ["resnet20-A-tutorial-s0"])
     paper = json.loads((results / "confusion" / "resnet56-A-paper-s0.json").read_text())
     tutorial = json.loads((results / "confusion" / "resnet20-A-tutorial-s0.json").read_text())
-    assert (tutorial["selection"] == "validation" and tutorial["quick"]
+    assert (tutorial["selection"] == "final iteration" and tutorial["quick"]
             and sum(map(sum, tutorial["matrix"])) == 64)
     for record in (paper, tutorial):
         assert record["test_error"] == pytest.approx(record["final_test_error"])  # the run's own number

@@ -19,7 +19,8 @@ from resnet import models
 from resnet.config import paper_config
 from resnet.distributed import Dist
 from resnet.loader import normalization_stats, normalize
-from resnet.step import RunState, TrainStep
+from resnet.state import RunState
+from resnet.step import TrainStep
 
 REFERENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "reference.py"
 

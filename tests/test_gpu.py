@@ -17,7 +17,8 @@ from resnet import train as engine
 from resnet.config import Execution, paper_config, scaled_schedule
 from resnet.records import RunFolder
 from resnet.results import load_log
-from resnet.sweep import Job, run_sweep
+from resnet.records import Job
+from resnet.sweep import run_sweep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 GPU = Execution(progress=False)  # CUDA where there is a GPU; the CUDA-graph step by default

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from resnet import models, sweep
 from resnet.config import Execution, paper_config, tutorial_config
 from resnet.group import GroupRun, GroupSGD, GroupStep, grouped, tie
 from resnet.results import load_log
-from resnet.sweep import Job, groups, train_in_turn
+from resnet.records import Job
+from resnet.sweep import groups, train_in_turn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Execution(device="cpu", progress=False)
@@ -159,6 +161,8 @@ def test_a_members_checkpoint_resumes_alone_and_in_a_group(cifar_data, tmp_path)
 def _stop_after(job, iterations):
     """A deadline that passes once ``job``'s run has checkpointed ``iterations`` iterations."""
     class AtCheckpoint:
+        clock = time.time
+
         def remaining(self):
             path = job.out / "checkpoint.pt"
             if path.exists():
@@ -175,15 +179,15 @@ def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_pat
         return [Job(tiny(seed=s), tmp_path / name / f"s{s}") for s in range(3)]
 
     calm = open_group(jobs("calm"), cifar_data)
-    while not calm.done:
+    while not calm.trained:
         calm.advance(3)
-    calm.finish()
+    calm.end()
     hit = open_group(jobs("hit"), cifar_data)
     hit.advance(5)
     next(hit.members[1].state.model.parameters()).data.fill_(math.nan)
-    while not hit.done:
+    while not hit.trained:
         hit.advance(3)
-    hit.finish()
+    hit.end()
     status = {r.folder.name: r.summary.status for r in ended(hit)}
     assert status == {"s0": "finished", "s1": "diverged", "s2": "finished"}
     assert torch.load(jobs("hit")[1].out / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 4

@@ -19,7 +19,10 @@ from resnet import step as step_module
 from resnet import train as engine
 from resnet.config import Deadline, Execution, paper_config, tutorial_config
 from resnet.distributed import Dist
-from resnet.sweep import Job, next_to_open, run_sweep, train_in_turn
+from resnet.loader import DeviceData
+from resnet.records import Job
+from resnet.state import DEVICE_FLAGS, RunState
+from resnet.sweep import next_to_open, run_sweep, train_in_turn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Execution(device="cpu", progress=False)
@@ -40,15 +43,15 @@ def same_log(a, b) -> bool:
 
 
 def fail_for_seed(monkeypatch, seed: int, *, after: int, error: BaseException) -> None:
-    """Make the runs of ``seed`` raise ``error`` at their step after ``after`` iterations."""
-    advance = engine.Run._iterate
+    """Make the runs of ``seed`` raise ``error`` as their iteration after ``after`` iterations begins."""
+    set_rate = engine.Run.set_learning_rate
 
-    def iterate(run):
+    def failing(run):
         if run.config.seed == seed and run.state.iteration >= after:
             raise error
-        advance(run)
+        return set_rate(run)
 
-    monkeypatch.setattr(engine.Run, "_iterate", iterate)
+    monkeypatch.setattr(engine.Run, "set_learning_rate", failing)
 
 
 @pytest.mark.parametrize("in_turn", [True, False], ids=["in-turn", "one-after-another"])
@@ -109,10 +112,10 @@ def test_ended_runs_are_released_while_the_sweep_goes_on(cifar_data, tmp_path, m
 
 
 def test_runs_of_a_process_share_one_copy_of_the_data(cifar_data):
-    a = step_module.on_device(cifar_data, torch.device("cpu"))
-    b = step_module.on_device(cifar_data, torch.device("cpu"))
+    a = cifar_data.on(torch.device("cpu"))
+    b = cifar_data.on(torch.device("cpu"))
     assert all(x is y for x, y in zip(a, b))
-    one = step_module.DeviceData.prepare(tiny(), cifar_data, torch.device("cpu"), Dist())
+    one = DeviceData.prepare(tiny(), cifar_data, torch.device("cpu"), Dist())
     assert one.loader.images.data_ptr() == a[0].data_ptr()  # the full training set is not copied per run
 
 
@@ -121,17 +124,17 @@ def test_a_checkpoint_from_another_device_keeps_this_devices_optimizer(cifar_dat
     """Optimizer.load_state_dict restores the saved flags: a checkpoint written by a CUDA run (fused,
     capturable, a tensor rate) resumed on the CPU must get the CPU's optimizer back, and still step."""
     cfg = (tutorial_config if recipe == "tutorial" else paper_config)("resnet20", batch_size=32)
-    cpu = step_module.RunState.new(cfg, torch.device("cpu"), 10)
-    built = [{k: g.get(k) for k in step_module.DEVICE_FLAGS} for g in cpu.optimizer.param_groups]
+    cpu = RunState.new(cfg, torch.device("cpu"), 10)
+    built = [{k: g.get(k) for k in DEVICE_FLAGS} for g in cpu.optimizer.param_groups]
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     torch.nn.functional.cross_entropy(cpu.model(x), y).backward()
     cpu.optimizer.step()
     saved = cpu.to_checkpoint()
     for group in saved["optimizer"]["param_groups"]:  # what a CUDA run's checkpoint carries
         group.update(fused=True, foreach=None, capturable=True, lr=torch.tensor(0.05))
-    resumed = step_module.RunState.new(cfg, torch.device("cpu"), 10)
+    resumed = RunState.new(cfg, torch.device("cpu"), 10)
     resumed.load_checkpoint(saved)
-    assert [{k: g.get(k) for k in step_module.DEVICE_FLAGS} for g in resumed.optimizer.param_groups] == built
+    assert [{k: g.get(k) for k in DEVICE_FLAGS} for g in resumed.optimizer.param_groups] == built
     torch.nn.functional.cross_entropy(resumed.model(x), y).backward()
     resumed.optimizer.step()  # a capturable Adam refuses CPU tensors here
     assert all(p.isfinite().all() for p in resumed.model.parameters())

@@ -1,4 +1,4 @@
-"""The training engine (resnet.train, resnet.step): run records, learning, exact resume (after kill -9 and
+"""The training engine (resnet.train, resnet.state, resnet.step): run records, learning, exact resume (after kill -9 and
 after a time limit), divergence, bad arguments, the run-folder lock, the tutorial recipe's early stopping, the
 warm-up, and data parallelism (two gloo processes). GPU-only checks are in tests/test_gpu.py."""
 
@@ -17,12 +17,14 @@ import pytest
 import torch
 
 from resnet import records
+from resnet import state as state_module
 from resnet import step as step_module
 from resnet import train as engine
 from resnet.cifar10 import load_data
 from resnet.config import Deadline, Execution, learning_rate, paper_config, scaled_schedule, tutorial_config
 from resnet.records import RunFolder
-from resnet.sweep import Job, run_sweep
+from resnet.records import Job
+from resnet.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
@@ -250,12 +252,12 @@ def test_a_run_held_by_another_process_is_left_alone(cifar_data, tmp_path, capsy
 
 # ---------------------------------------------------------------------------------------------- recipes
 class ScriptedValidation:
-    """``resnet.step.evaluate`` with the validation errors a test chooses (one per check, in order) and the
+    """``resnet.state.evaluate`` with the validation errors a test chooses (one per check, in order) and the
     real evaluation of everything else (the test set)."""
 
     def __init__(self, errors: list[float], val_size: int, start: int = 0) -> None:
         self.errors, self.val_size, self.next = errors, val_size, start
-        self.real = step_module.evaluate
+        self.real = state_module.evaluate
 
     def __call__(self, model, images, labels, **kwargs):
         if len(labels) != self.val_size:
@@ -279,7 +281,7 @@ CHECK_ITERATIONS = [10, 20, 35, 45, 60, 70, 85, 95, 110, 120]
 
 def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_data, tmp_path, monkeypatch):
     cfg = tutorial_tiny()
-    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
     summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
     rows = log_rows(tmp_path / "run")
     assert [int(r["iteration"]) for r in rows] == CHECK_ITERATIONS  # batches 10 and 20 of each epoch
@@ -293,7 +295,7 @@ def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_d
     assert summary.final_test_error == float(rows[-1]["test_error"])
     # beside it, the lowest validation error's weights (the 4th check, iteration 45) and their test error
     assert (summary.best_val_iteration, summary.best_val_error) == (45, 0.7)
-    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
     every = engine.train(cfg.replace(test_every=1), data=cifar_data, out=tmp_path / "every", execution=QUIET)
     every_rows = log_rows(tmp_path / "every")  # testing more often changes nothing the run does
     assert [r["val_error"] for r in every_rows] == [r["val_error"] for r in rows]
@@ -303,7 +305,7 @@ def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_d
 
 def test_tutorial_stops_after_its_epoch_cap(cifar_data, tmp_path, monkeypatch):
     improving = [1 / (k + 2) for k in range(20)]
-    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(improving, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(improving, 200))
     summary = engine.train(tutorial_tiny(max_epochs=2), data=cifar_data, out=tmp_path / "run", execution=QUIET)
     rows = log_rows(tmp_path / "run")
     assert (summary.status, summary.iterations_done, summary.iterations_planned) == ("finished", 50, 50)
@@ -314,15 +316,15 @@ def test_tutorial_stops_after_its_epoch_cap(cifar_data, tmp_path, monkeypatch):
 
 def test_tutorial_stop_counts_across_a_resume(cifar_data, tmp_path, monkeypatch):
     cfg = tutorial_tiny()
-    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
     whole = engine.train(cfg, data=cifar_data, out=tmp_path / "whole", execution=QUIET)
-    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
     with engine.Run(cfg, data=cifar_data, out=tmp_path / "resumed", execution=QUIET) as run:
         run.advance(75)  # 6 checks; the last two did not improve
         assert run.state.checks_without_improvement == 2
         run.pause()
     done = len(log_rows(tmp_path / "resumed"))
-    monkeypatch.setattr(step_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200, start=done))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200, start=done))
     resumed = engine.train(cfg, data=cifar_data, out=tmp_path / "resumed", execution=QUIET, resume=True)
     assert (resumed.iterations_done, resumed.best_val_iteration) == (whole.iterations_done, 45) == (120, 45)
     assert same_log(tmp_path / "whole", tmp_path / "resumed")
@@ -354,7 +356,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
                     dist=dist) as run:
         run.advance(10)
         torch.save(run.state.model.state_dict(), Path(out) / f"rank{rank}.weights")
-        run.finish()
+        run.end()
     dist.close()
 
 

@@ -14,7 +14,7 @@ import pytest
 from resnet import transfer
 from resnet.config import paper_config
 from resnet.records import RunFolder, RunFolderError, Summary, default_run_dir
-from resnet.sweep import Job
+from resnet.records import Job
 
 
 def plan(root, n=4):
