@@ -24,7 +24,8 @@ import torch
 from resnet import models
 
 __all__ = ["ConfigError", "RunConfig", "Execution", "Deadline", "resolve_device", "paper_config",
-           "tutorial_config", "STOP_RULES", "RECIPES", "FIGURE6_ARCHS", "SHORTCUT_DEPTHS", "scaled_schedule", "SCHEDULES",
+           "tutorial_config", "STOP_RULES", "RECIPES", "FIGURE6_ARCHS", "SHORTCUT_DEPTHS", "scaled_schedule",
+           "SCHEDULES",
            "SHORT", "QUICK", "QUICK_TUTORIAL", "on_schedule", "schedule_of", "quick", "is_quick",
            "describe_schedule", "evaluates_after", "checks_without_improvement",
            "learning_rate"]

@@ -63,15 +63,18 @@ def input_batches(images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor
 @torch.inference_mode()
 def logits(model: nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
            precision: str = "bf16", batch_size: int = 1000) -> torch.Tensor:
-    """float32 outputs [N, classes] of ``model`` in eval mode for ``images``, on the model's device.
+    """float32 outputs [N, ...] (float64 for a float64 model) of ``model`` in eval mode for ``images``, on
+    the model's device.
     The model's train/eval mode is restored afterwards; nothing is synchronised with the host."""
     device = model_device(model)
     was_training = model.training
     model.eval()
     try:
+        dtype = next(model.parameters()).dtype  # float32; float64 in the tests of exactness
+        out_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         with autocast(device, precision):
-            outs = [model(x).float() for x in input_batches(images, mean=mean, std=std, device=device,
-                                                              batch_size=batch_size)]
+            batches = input_batches(images, mean=mean, std=std, device=device, batch_size=batch_size)
+            outs = [model(x.to(dtype)).to(out_dtype) for x in batches]
     finally:
         model.train(was_training)
     return torch.cat(outs)

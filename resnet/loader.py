@@ -17,7 +17,7 @@ mid-epoch exactly and data-parallel ranks agree on the global batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,8 @@ from resnet.cifar10 import CIFAR10, train_val_split
 from resnet.config import ConfigError, RunConfig
 from resnet.distributed import Dist
 
-__all__ = ["TrainLoader", "DeviceData", "crop_flip", "normalization_stats", "normalize", "random_crop_flip"]
+__all__ = ["TrainLoader", "GroupedBatches", "DeviceData", "crop_flip", "normalization_stats", "normalize",
+           "random_crop_flip"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,12 +213,19 @@ class TrainLoader:
             raise ValueError(f"start must lie in 0..{self.batches_per_epoch}, got {start}")
         return self._epoch(epoch, start, rank, world_size)
 
-    def _epoch(self, epoch: int, start: int, rank: int, world_size: int):
+    def draws(self, epoch: int) -> tuple[torch.Tensor, ...]:
+        """Epoch ``epoch``'s order of the images and, when augmenting, every image's crop offsets and flip:
+        (perm, dy, dx, flip), drawn in that order from a generator seeded by (seed, epoch)."""
         n = self.images.shape[0]
         g = torch.Generator(device=self.device).manual_seed(_epoch_seed(self.seed, epoch))
         perm = torch.randperm(n, generator=g, device=self.device)
+        return (perm, *_draw_crop_flip(n, self.padding, g, self.device)) if self.augment else (perm,)
+
+    def _epoch(self, epoch: int, start: int, rank: int, world_size: int):
+        n = self.images.shape[0]
+        perm, *augment = self.draws(epoch)
         if self.augment:
-            dy, dx, flip = _draw_crop_flip(n, self.padding, g, self.device)
+            dy, dx, flip = augment
         for b in range(start, self.batches_per_epoch):
             lo = b * self.batch_size
             size = min(self.batch_size, n - lo)
@@ -228,6 +236,52 @@ class TrainLoader:
             if self.augment:
                 x = crop_flip(x, dy[i:j], dx[i:j], flip[i:j], padding=self.padding)
             yield normalize(x, self.mean, self.std), self.labels[idx]
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same tensor, or equal ones (a quick run's subset is taken again for each run)."""
+    return a is b or (a.shape == b.shape and torch.equal(a, b))
+
+
+class GroupedBatches:
+    """The training batches of K loaders over one set of images (runs that differ in their seed or their
+    network, trained as one group by resnet.group), made together: each iteration one gather crops and
+    flips all K batches and one pass normalises them, so the host's work does not grow with K. Yields
+    (x [B, K*C, H, W], loader k's batch in channels kC..(k+1)C-1; y [B, K]), from iteration ``start`` on
+    across epochs: bit-equal to each loader's own batches."""
+
+    def __init__(self, loaders: Sequence[TrainLoader], *, start: int = 0) -> None:
+        first = loaders[0]
+        alike = all(same(ld.images, first.images) and same(ld.labels, first.labels)
+                    and (ld.batch_size, ld.augment, ld.padding) == (first.batch_size, first.augment,
+                                                                     first.padding)
+                    and same(ld.mean, first.mean) and same(ld.std, first.std) for ld in loaders)
+        if not alike:
+            raise ValueError("grouped batches need loaders over the same images, batch size, augmentation "
+                             "and normalisation")
+        self.loaders, self.iteration = list(loaders), start
+        self.epoch: int | None = None
+        self.plan: list[torch.Tensor] = []
+
+    def __iter__(self) -> GroupedBatches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        first, k = self.loaders[0], len(self.loaders)
+        epoch, batch = divmod(self.iteration, len(first))
+        if epoch != self.epoch:  # each loader's draws for the epoch, stacked: [K, n] each
+            self.plan = [torch.stack(d) for d in zip(*(ld.draws(epoch) for ld in self.loaders))]
+            self.epoch = epoch
+        lo = batch * first.batch_size
+        perm, *augment = (d[:, lo:lo + first.batch_size].reshape(-1) for d in self.plan)
+        x = first.images[perm]
+        if first.augment:
+            x = crop_flip(x, *augment, padding=first.padding)
+        x = normalize(x, first.mean, first.std)  # [K*B, C, H, W]
+        _, c, h, w = x.shape
+        self.iteration += 1
+        return (x.view(k, -1, c, h, w).transpose(0, 1).reshape(-1, k * c, h, w),
+                first.labels[perm].view(k, -1).t())
 
 
 # --------------------------------------------------------------------------------------------------

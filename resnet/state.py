@@ -70,7 +70,7 @@ class RunState:
         return cls(model, optimizer, stats, warmup_end=None if config.warmup_lr is not None else 0)
 
     def at_end(self, config: RunConfig, total_iterations: int) -> bool:
-        """Trained to the end, or stopped early: more than ``patience`` checks in a row without improvement."""
+        """Trained to the end, or stopped early: more than ``patience`` checks in a row did not improve."""
         stopped = config.patience is not None and self.checks_without_improvement > config.patience
         return stopped or self.iteration >= total_iterations
 
@@ -104,23 +104,28 @@ class RunState:
         if not torch.stack([p.detach().float().sum() for p in self.model.parameters()]).isfinite().all():
             raise Diverged(f"the weights became non-finite before iteration {self.iteration}")
 
+    def tests_now(self, config: RunConfig, data: DeviceData) -> bool:
+        """Whether the coming log row measures the test set: every ``test_every``-th row, and the last."""
+        return (len(self.rows) + 1) % config.test_every == 0 or self.at_end(config, data.total_iterations)
+
     def record_evaluation(self, data: DeviceData, loss: float, error: float, *, config: RunConfig, lr: float,
-                          elapsed_s: float) -> None:
+                          elapsed_s: float, test: dict[str, float] | None = None) -> None:
         """Append a log row: the training loss and error since the last row (``loss``, ``error``), the
         validation error now (keeping the weights with the lowest so far, and counting early stopping's
-        checks), and the test error at every ``test_every``-th row and at the end (it decides nothing)."""
+        checks), and the test error at every ``test_every``-th row and at the end (it decides nothing):
+        ``test`` when the caller measured it (a group measures its members at once), else measured here."""
         evaluate_on = functools.partial(evaluate, self.model, mean=data.mean, std=data.std,
                                         precision=config.precision)
         val = evaluate_on(*data.val)["error"] if data.val is not None else None
         if val is not None:
             if self.best is None or val < self.best["val_error"]:
-                self.best = {"iteration": self.iteration, "val_error": val,
-                             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+                weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                self.best = {"iteration": self.iteration, "val_error": val, "model": weights}
             if config.stop_rule is not None:
                 errors = [row["val_error"] for row in self.rows] + [val]
                 self.checks_without_improvement = checks_without_improvement(errors, config.stop_rule)
-        tested = (len(self.rows) + 1) % config.test_every == 0 or self.at_end(config, data.total_iterations)
-        test = evaluate_on(*data.test) if tested else {"loss": None, "error": None}
+        if test is None:
+            test = evaluate_on(*data.test) if self.tests_now(config, data) else {"loss": None, "error": None}
         self.rows.append({
             "iteration": self.iteration, "epoch": round(self.iteration / len(data.loader), 3),
             "lr": float(f"{lr:.8g}"), "train_loss": round(loss, 6), "train_error": round(error, 6),

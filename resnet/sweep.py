@@ -304,7 +304,8 @@ def _not_opened(job: Job, error: BaseException) -> None:
 
 
 def _fill(active: dict[int, Run | GroupRun], pending: list[tuple[list[Job], float]],
-          streams: Sequence[torch.cuda.Stream | None], pace: Pace, execution: Execution, data: CIFAR10) -> None:
+          streams: Sequence[torch.cuda.Stream | None], pace: Pace, execution: Execution,
+          data: CIFAR10) -> None:
     """Open pending units into the free slots of ``active`` (one stream each), the next that
     next_to_open chooses each time, until the slots are full, nothing fits, or the deadline is near."""
     for slot, stream in enumerate(streams):

@@ -148,14 +148,16 @@ class Run:
         self.lr = lr
         return True
 
-    def after_step(self, train_stats: tuple[float, float] | None) -> None:
-        """At an evaluation (``train_stats``: the training loss and error since the last), the log row; at
-        the checkpoint interval and at the end, the checkpoint."""
+    def after_step(self, train_stats: tuple[float, float] | None,
+                   test: dict[str, float] | None = None) -> None:
+        """At an evaluation (``train_stats``: the training loss and error since the last), the log row (with
+        ``test``, when the caller measured the test set); at the checkpoint interval and the end, the
+        checkpoint."""
         state = self.state
         if train_stats is not None:
             if self.dist.is_writer:
                 state.record_evaluation(self.data, *train_stats, config=self.config, lr=self.lr,
-                                        elapsed_s=self.elapsed_s())
+                                        elapsed_s=self.elapsed_s(), test=test)
                 self.folder.write_log(state.rows)
             # every process stops early when rank 0's validation says so
             state.checks_without_improvement = self.dist.rank0_value(state.checks_without_improvement,

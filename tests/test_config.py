@@ -11,8 +11,8 @@ import torch
 
 from resnet import config as config_module
 from resnet.config import (SHORT, ConfigError, Deadline, Execution, RunConfig, checks_without_improvement,
-                           describe_schedule, evaluates_after, learning_rate, on_schedule, paper_config, quick,
-                           scaled_schedule, schedule_of, tutorial_config)
+                           describe_schedule, evaluates_after, learning_rate, on_schedule, paper_config,
+                           quick, scaled_schedule, schedule_of, tutorial_config)
 
 
 def test_paper_defaults():
@@ -71,7 +71,8 @@ def test_scaled_short_and_quick_schedules():
 def test_tutorial_recipe():
     cfg = tutorial_config("resnet20")
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.val_size, cfg.eval_every, cfg.eval_in_epoch,
-            cfg.stop_rule, cfg.patience, cfg.max_epochs) == ("adam", 1e-3, 1e-4, 5000, 50, True, "previous", 5, 50)
+            cfg.stop_rule, cfg.patience, cfg.max_epochs) == \
+        ("adam", 1e-3, 1e-4, 5000, 50, True, "previous", 5, 50)
     assert learning_rate(10_000, cfg) == 1e-3
 
 

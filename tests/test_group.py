@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet import models, sweep
+from resnet import inference, models, sweep
 from resnet.config import Execution, paper_config, tutorial_config
-from resnet.group import GroupRun, GroupSGD, GroupStep, grouped, tie
+from resnet.group import GroupRun, GroupSGD, GroupStep, evaluate_grouped, grouped, tie
 from resnet.results import load_log
 from resnet.records import Job
 from resnet.sweep import groups, train_in_turn
@@ -26,9 +26,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Execution(device="cpu", progress=False)
 
 
-def tiny(**overrides):
+def tiny(arch="resnet20", **overrides):
     base = dict(iterations=8, milestones=(4,), eval_every=4, batch_size=32, test_subset=64)
-    return paper_config("resnet20", **{**base, **overrides})
+    return paper_config(arch, **{**base, **overrides})
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -43,23 +43,42 @@ def final(out) -> dict[str, torch.Tensor]:
     return torch.load(out / "model.pt", weights_only=False)["model"]
 
 
-@pytest.mark.parametrize("arch, shortcut", [("resnet20", "A"), ("plain20", "A"), ("resnet20", "C")])
-def test_a_grouped_network_is_its_k_networks(arch, shortcut):
-    """Two steps of GroupStep with GroupSGD (rates 0.1, 0.01, 0.1: a warm-up still on for one network) are
-    two steps of each network with torch.optim.SGD on its own batch, in float64; the tied networks hold
-    the result, and the counts are each network's own."""
-    k, b, rates = 3, 6, (0.1, 0.01, 0.1)
+MIXED = [("plain", "A"), ("resnet", "A"), ("resnet", "A"), ("resnet", "B"), ("resnet", "C"), ("resnet", "C")]
+
+
+@pytest.mark.parametrize("depth, members", [
+    (20, MIXED), (32, MIXED),
+    (20, [("resnet", "A")] * 3), (20, [("plain", "A")] * 2), (20, [("resnet", "C")] * 2),
+    (20, [("plain", "A"), ("resnet", "B")]), (20, [("resnet", "B"), ("resnet", "C")])],
+    ids=["mixed-20", "mixed-32", "A-20", "plain-20", "C-20", "plain-B-20", "B-C-20"])
+def test_a_grouped_network_is_its_k_networks(depth, members):
+    """Two steps of GroupStep with GroupSGD (a different rate for each network: a warm-up still on for one)
+    are two steps of each network alone with torch.optim.SGD on its own batch, in float64: the gradients,
+    the weights, the momentum and BN statistics the tied networks hold, and the counts. Every tensor of the
+    group is a slice of exactly one network's: plain nets hold no shortcut, B its two projections."""
+    k, b = len(members), 6
+    rates = [0.1, 0.01, 0.05, 0.1, 0.02, 0.1][:k]
     nets, alone = [], []
-    for seed in range(k):
+    for seed, (kind, shortcut) in enumerate(members):
         torch.manual_seed(seed)
-        nets.append(models.build_model(arch, shortcut=shortcut).double())
-        alone.append(models.build_model(arch, shortcut=shortcut).double())
+        nets.append(models.build_model(f"{kind}{depth}", shortcut=shortcut).double())
+        alone.append(models.build_model(f"{kind}{depth}", shortcut=shortcut).double())
         alone[-1].load_state_dict(nets[-1].state_dict())
     group = grouped(nets)
     tie(group, nets)
-    sgd = GroupSGD(group, k, momentum=0.9, weight_decay=1e-4)
+    assert models.count_parameters(group) == sum(models.count_parameters(n) for n in alone)
+    sgd = GroupSGD(group, momentum=0.9, weight_decay=1e-4)
     for i, lr in enumerate(rates):
         sgd.set_rate(i, lr)
+    gradients = []
+    update = sgd.step
+
+    def kept_gradients():  # each network's slice of the gradient, before the update adds weight decay
+        grads = [p.grad for p in sgd.params]
+        gradients.append([[g.clone() for _, g in sgd.slices(i, grads)] for i in range(k)])
+        update()
+
+    sgd.step = kept_gradients
     stats = torch.zeros(k, 2, 3, dtype=torch.float64)
     step = GroupStep(group, sgd, stats, device=torch.device("cpu"), precision="fp32")
     opts = [torch.optim.SGD(n.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
@@ -74,6 +93,10 @@ def test_a_grouped_network_is_its_k_networks(arch, shortcut):
             out = net(xs[i])
             loss = F.cross_entropy(out, ys[i])
             loss.backward()
+            theirs = [p.grad for p in net.parameters()]
+            assert len(gradients[s][i]) == len(theirs)
+            for mine, their in zip(gradients[s][i], theirs):
+                torch.testing.assert_close(mine, their, rtol=1e-7, atol=1e-9)
             opt.step()
             expected[i] += torch.stack([loss.detach() * b, (out.argmax(1) != ys[i]).sum().double(),
                                         torch.tensor(b, dtype=torch.float64)])
@@ -82,8 +105,43 @@ def test_a_grouped_network_is_its_k_networks(arch, shortcut):
         assert mine.keys() == theirs.keys()
         for name, value in theirs.items():
             torch.testing.assert_close(mine[name], value, rtol=1e-9, atol=1e-9, msg=name)
+        momentum = {id(p): opts[i].state[p]["momentum_buffer"] for p in alone[i].parameters()}
+        for (_, buffer), p in zip(sgd.slices(i, sgd.buffers), alone[i].parameters()):
+            torch.testing.assert_close(buffer, momentum[id(p)], rtol=1e-7, atol=1e-9)
         torch.testing.assert_close(stats[i, 0], expected[i], rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(stats[i, 1], expected[i], rtol=1e-9, atol=1e-9)
+
+
+def test_a_groups_evaluation_is_each_networks_own():
+    """One grouped forward pass measures each network's test error and loss as resnet.inference.evaluate
+    measures the network alone (float64; BN in eval mode, on each network's own running statistics)."""
+    nets = []
+    for seed, (kind, shortcut) in enumerate(MIXED):
+        torch.manual_seed(seed)
+        net = models.build_model(f"{kind}20", shortcut=shortcut).double()
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # trained-like statistics
+            bn.running_mean.uniform_(-0.5, 0.5, generator=seeded(seed))
+            bn.running_var.uniform_(0.5, 2.0, generator=seeded(seed + 100))
+        nets.append(net)
+    group = grouped(nets)
+    tie(group, nets)
+    images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=seeded(7))
+    labels = torch.randint(0, 10, (50,), generator=seeded(8))
+    mean, std = torch.rand(3, 32, 32, dtype=torch.float64) * 0.5, torch.ones(1, 1, 1, dtype=torch.float64)
+    together = evaluate_grouped(group, images, labels, mean=mean, std=std, precision="fp32")
+    for net, measured in zip(nets, together):
+        alone = inference.evaluate(net, images, labels, mean=mean, std=std, precision="fp32")
+        assert measured["error"] == alone["error"]
+        assert measured["loss"] == pytest.approx(alone["loss"], rel=1e-12)
+    assert group.training  # evaluation restores the mode
+
+
+def test_a_group_orders_projections_last():
+    nets = [models.build_model("resnet20", shortcut="C"), models.build_model("resnet20", shortcut="A")]
+    with pytest.raises(ValueError, match="projection shortcut must come last"):
+        grouped(nets)
+    with pytest.raises(ValueError, match="one depth"):
+        grouped([models.build_model("resnet20"), models.build_model("resnet32")])
 
 
 def test_runs_trained_as_a_group_end_where_runs_alone_end(cifar_data, tmp_path):
@@ -158,6 +216,37 @@ def test_a_members_checkpoint_resumes_alone_and_in_a_group(cifar_data, tmp_path)
         assert list(load_log(job.out)["iteration"]) == [4, 8]
 
 
+def test_checkpoints_cross_between_a_mixed_group_a_run_alone_and_a_seeds_group(cifar_data, tmp_path):
+    """Plain-20, ResNet-20 A, B and C (two seeds) paused as one group at iteration 4: each member's
+    checkpoint is the network's own (a plain net has no shortcut tensors, B only its two projections), A
+    resumes alone, the two C seeds as a group of their own, plain and B as a group of two; each ends
+    where the uninterrupted mixed group ends, within float32 rounding."""
+    configs = [tiny("plain20"), tiny(), tiny(shortcut="B"), tiny(shortcut="C"), tiny(shortcut="C", seed=1)]
+
+    def jobs(name):
+        return [Job(c, tmp_path / name / f"{c.arch}-{c.shortcut}-s{c.seed}") for c in configs]
+
+    train_in_turn(jobs("whole"), QUIET.replace(group=5), cifar_data)
+    paused = jobs("paused")
+    assert groups(paused, 8) == [paused]
+    train_in_turn(paused, QUIET.replace(group=5, deadline=_stop_after(paused[0], 4)), cifar_data)
+    for job in paused:
+        state = torch.load(job.out / "checkpoint.pt", weights_only=False)["state"]
+        alone = models.build_model(job.config.arch, shortcut=job.config.shortcut).state_dict()
+        assert state["iteration"] == 4 and state["model"].keys() == alone.keys()
+        assert all(state["model"][k].shape == v.shape for k, v in alone.items())
+    plain, a, b, c0, c1 = paused
+    train_in_turn([a], QUIET.replace(group=1), cifar_data)
+    train_in_turn([c0, c1], QUIET.replace(group=2), cifar_data)
+    train_in_turn([plain, b], QUIET.replace(group=2), cifar_data)
+    for whole, resumed in zip(jobs("whole"), paused):
+        assert json.loads((resumed.out / "summary.json").read_text())["status"] == "finished"
+        assert list(load_log(resumed.out)["iteration"]) == [4, 8]
+        x, y = final(whole.out), final(resumed.out)
+        assert x.keys() == y.keys() and all(torch.allclose(x[n].float(), y[n].float(), atol=0.1) for n in x)
+    assert json.loads((c1.out / "config.json").read_text())["run"]["group"] == [c0.out.name, c1.out.name]
+
+
 def _stop_after(job, iterations):
     """A deadline that passes once ``job``'s run has checkpointed ``iterations`` iterations."""
     class AtCheckpoint:
@@ -172,11 +261,12 @@ def _stop_after(job, iterations):
     return AtCheckpoint()
 
 
-def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_path):
+@pytest.mark.parametrize("shortcuts", [("A", "A", "A"), ("A", "B", "C")], ids=["seeds", "mixed"])
+def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_path, shortcuts):
     """Member s1's weights turned to NaN mid-run: s1 ends 'diverged' with its last good checkpoint, and s0
     and s2 end exactly where they end in a group where nothing happened."""
     def jobs(name):
-        return [Job(tiny(seed=s), tmp_path / name / f"s{s}") for s in range(3)]
+        return [Job(tiny(seed=s, shortcut=o), tmp_path / name / f"s{s}") for s, o in enumerate(shortcuts)]
 
     calm = open_group(jobs("calm"), cifar_data)
     while not calm.trained:
@@ -235,21 +325,23 @@ def test_a_member_that_ends_in_a_failing_turn_is_reported(cifar_data, tmp_path, 
 
 
 def test_which_runs_a_sweep_groups(tmp_path):
-    """Seeds of one network at the same iteration, up to the size, where the first of them stood; other
-    networks, other recipes and runs elsewhere in their schedule alone."""
+    """The networks of one depth and recipe (any seed, plain or any shortcut) at the same iteration, up to
+    the size, where the first of them stood; other depths, other recipes and runs elsewhere in their
+    schedule apart."""
     def job(config):
         return Job(config, tmp_path / f"{config.arch}-{config.shortcut}-{config.precision}-s{config.seed}")
 
     r20 = [job(paper_config("resnet20", seed=s)) for s in range(3)]
     r56 = [job(paper_config("resnet56", seed=s)) for s in range(2)]
     fp32 = job(paper_config("resnet20", precision="fp32"))
-    b20 = job(paper_config("resnet20", shortcut="B"))
+    b20, p20 = job(paper_config("resnet20", shortcut="B")), job(paper_config("plain20"))
     tutorial = [job(tutorial_config("resnet20", seed=s)) for s in range(2)]
-    order = [r20[0], r56[0], fp32, b20, *tutorial, r20[1], r56[1], r20[2]]
-    assert groups(order, 8) == [[r20[0], r20[1], r20[2]], [r56[0], r56[1]], [fp32], [b20],
+    order = [r20[0], r56[0], fp32, b20, *tutorial, r20[1], p20, r56[1], r20[2]]
+    # every network of one depth and recipe, whatever its shortcuts: plain-20 and ResNet-20 B join A
+    assert groups(order, 8) == [[r20[0], b20, r20[1], p20, r20[2]], [r56[0], r56[1]], [fp32],
                                 [tutorial[0]], [tutorial[1]]]
-    assert groups(order, 2) == [[r20[0], r20[1]], [r56[0], r56[1]], [fp32], [b20], [tutorial[0]],
-                                [tutorial[1]], [r20[2]]]
+    assert groups(order, 2) == [[r20[0], b20], [r56[0], r56[1]], [fp32], [tutorial[0]], [tutorial[1]],
+                                [r20[1], p20], [r20[2]]]
     assert groups(order, 1) == [[j] for j in order]
     r20[1].out.mkdir()  # an earlier command took seed 1 to iteration 500: it does not join seeds 0 and 2
     r20[1].folder.write_summary({"status": "unfinished", "iterations_done": 500})

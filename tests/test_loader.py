@@ -10,7 +10,8 @@ import torch
 
 from cifar_fixture import CLASSES
 from resnet.cifar10 import load_cifar10
-from resnet.loader import TrainLoader, crop_flip, normalization_stats, normalize, random_crop_flip
+from resnet.loader import (GroupedBatches, TrainLoader, crop_flip, normalization_stats, normalize,
+                           random_crop_flip)
 
 # -- augmentation ----------------------------------------------------------------------------------
 
@@ -148,6 +149,23 @@ def test_loader_start_resumes_mid_epoch(arrays):
     assert _epoch(loader, 2, start=len(loader)) == []
     with pytest.raises(ValueError):
         _epoch(loader, 2, start=len(loader) + 1)
+
+
+@pytest.mark.parametrize("start", [0, 7, 2 * (N // 64) - 1])
+def test_grouped_batches_are_each_loaders_own(arrays, start):
+    """One gather for K loaders (seeds 3, 4, 9) gives, at every epoch and resume offset, each loader's own
+    batch bit for bit in its channels, and its labels in its column."""
+    loaders = [_loader(arrays, seed=s) for s in (3, 4, 9)]
+    epochs = len(loaders[0])
+    own = [[b for e in range(3) for b in ld.epoch(e)][start:] for ld in loaders]
+    together = GroupedBatches(loaders, start=start)
+    for i in range(3 * epochs - start):
+        x, y = next(together)
+        assert x.shape == (64, 9, 32, 32) and y.shape == (64, 3)
+        for k in range(3):
+            assert torch.equal(x[:, 3 * k:3 * k + 3], own[k][i][0]) and torch.equal(y[:, k], own[k][i][1])
+    with pytest.raises(ValueError, match="same images"):
+        GroupedBatches([loaders[0], _loader(arrays, batch_size=32)])
 
 
 def test_loader_rank_slices_make_up_the_global_batch(arrays):
