@@ -92,6 +92,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-graph", dest="graph", action="store_const", const=False, default=None,
                         help="on CUDA, run the eager step instead of the CUDA-graph step")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
+    parser.add_argument("--cudnn-benchmark", choices=("on", "off"), default=None,
+                        help="let cuDNN time its convolution algorithms and keep the fastest (default: on "
+                             "with CUDA; benchmarks/probe.py measures whether it pays)")
 
 
 def experiment_parser(description: str) -> argparse.ArgumentParser:
@@ -167,7 +170,9 @@ def job_root(job: Job) -> Path:
 def execution(args: argparse.Namespace) -> Execution:
     """How the flags ask runs to be executed (device, graph, compile, runs at once, threads, time limit,
     progress), with the command line that continues the work."""
+    cudnn = getattr(args, "cudnn_benchmark", None)
     return Execution(device=args.device, graph=args.graph, compile=args.compile,
+                     cudnn_benchmark=None if cudnn is None else cudnn == "on",
                      at_once=getattr(args, "jobs", None), group=getattr(args, "group", None),
                      threads=getattr(args, "threads", None),
                      checkpoint_every=getattr(args, "checkpoint_every", None),

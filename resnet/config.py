@@ -342,7 +342,8 @@ class Execution:
     """How runs are executed, never what they compute: one object that Run, train, run_sweep and the
     command line share, validated here once.
 
-    ``graph``: the step captured in a CUDA graph (default: on CUDA in a single process). ``at_once``: runs
+    ``graph``: the step captured in a CUDA graph (default: on CUDA in a single process). ``cudnn_benchmark``:
+    see benchmarks_cudnn. ``at_once``: runs
     at once, processes on the CPU (default 1), runs per GPU on CUDA (default 8); ``group``: at most this
     many runs that differ only in their seed trained as one grouped network (resnet.group; default 8 on
     CUDA, 1 on the CPU, where it gains nothing; 1 trains every run alone). ``checkpoint_every``:
@@ -352,6 +353,7 @@ class Execution:
     device: str = "auto"
     graph: bool | None = None
     compile: bool = False
+    cudnn_benchmark: bool | None = None
     at_once: int | None = None
     group: int | None = None
     threads: int | None = None
@@ -384,6 +386,17 @@ class Execution:
         if self.graph and distributed:
             raise ConfigError("a CUDA-graph step needs a single process; use the eager step with torchrun")
         return self.graph if self.graph is not None else device.type == "cuda" and not distributed
+
+    def benchmarks_cudnn(self, device: torch.device) -> bool:
+        """Whether cuDNN times its convolution algorithms and keeps the fastest (``cudnn.benchmark``): as
+        asked, else on CUDA. It changes which kernels run, not what the network computes beyond rounding."""
+        return self.cudnn_benchmark if self.cudnn_benchmark is not None else device.type == "cuda"
+
+    def prepare(self, device: torch.device) -> None:
+        """Set what this execution sets for the whole process on ``device`` (every run of a sweep shares
+        it): cudnn.benchmark on CUDA."""
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.benchmarks_cudnn(device)
 
     def group_size(self, device: torch.device) -> int:
         """At most how many runs train as one grouped network on ``device``."""

@@ -50,12 +50,11 @@ class RunFailed(RuntimeError):
 
 
 class Run:
-    """One training run of ``config``: opened when built, advanced by a driver (:func:`train`, resnet.sweep
-    for several at once on one GPU, or resnet.group, which steps several as one network), ended with a
-    status by :meth:`end` (or :meth:`pause`, which checkpoints first), which writes the summary and lets go
-    of the lock and the step. Opening claims the run folder (RunFolderError when another process trains it,
-    or when it holds a run and ``resume`` is not set), builds network and step and resumes from the
-    checkpoint. A driver drops a run that has ended."""
+    """One training run of ``config``: opened when built (claiming its folder: RunFolderError when another
+    process trains it, or when it holds a run and ``resume`` is not set; resuming from the checkpoint),
+    advanced by a driver (:func:`train`; resnet.sweep, several at once on one GPU; resnet.group, several as
+    one network), ended with a status by :meth:`end` (or :meth:`pause`, which checkpoints first), which
+    writes the summary and lets go of the lock and the step. A driver drops a run that has ended."""
 
     def __init__(self, config: RunConfig, *, data: CIFAR10, out: str | os.PathLike | None = None,
                  execution: Execution = Execution(), resume: bool = False, dist: Dist | None = None,
@@ -64,12 +63,12 @@ class Run:
         self.group = list(group)  # the runs it trains with as one network (resnet.group), when it does
         self.device = self.dist.device(execution.torch_device)
         self.uses_graph = execution.uses_graph(self.device, distributed=self.dist.enabled)
+        execution.prepare(self.device)
         self.checkpoint_every = execution.checkpoint_every or config.eval_every
         self.folder = RunFolder(out if out is not None else default_run_dir(config))
         self.stream = stream or (torch.cuda.Stream(self.device) if self.device.type == "cuda" else None)
-        self.clock = execution.clock  # what the deadline is read on times the run too
+        self.clock, self.slowest_save_s = execution.clock, 0.0  # the deadline's clock; a save's reserve
         self.summary: Summary | None = None
-        self.slowest_save_s = 0.0  # what a deadline must leave room for
         self.folder.claim(resume=resume, lock=self.dist.is_writer)
         try:
             self.data = DeviceData.prepare(config, data, self.device, self.dist)
@@ -100,18 +99,15 @@ class Run:
         self.folder.lock.release()
 
     @property
-    def runs(self) -> list[Run]:
-        """The runs this unit trains (a group's are its members): itself."""
+    def runs(self) -> list[Run]:  # the runs this unit trains, as a group's are its members: itself
         return [self]
 
     @property
-    def trained(self) -> bool:
-        """Nothing left to train: its last iteration is done, or early stopping ended it."""
+    def trained(self) -> bool:  # nothing left to train: its last iteration done, or early stopping ended it
         return self.state.at_end(self.config, self.data.total_iterations)
 
     @property
-    def ended(self) -> bool:
-        """Ended with a status (finished, unfinished, failed or diverged): its summary is written."""
+    def ended(self) -> bool:  # ended with a status (finished, unfinished, failed, diverged): summary written
         return self.summary is not None
 
     # -- training ------------------------------------------------------------------------------------
@@ -122,7 +118,7 @@ class Run:
         start = self.state.iteration
         try:
             with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
-                while self.state.iteration - start < iterations and not self.trained and not self._late():
+                while self.state.iteration - start < iterations and not self.trained and not _late(self):
                     t0 = self.clock()
                     self.set_learning_rate()
                     self.step(*next(self.batches))  # forward, backward, update; counts summed on the device
@@ -133,10 +129,6 @@ class Run:
             self.end("diverged", message=str(e))
             raise
         return self.state.iteration - start
-
-    def _late(self) -> bool:  # data-parallel processes decide it together (resnet.distributed)
-        late = near_deadline(self.execution, [self], extra_iterations=AGREE_EVERY * self.dist.enabled)
-        return self.dist.decide_together(late, self.state.iteration, self.device)
 
     # The pieces of an iteration around the step (resnet.group calls them for each of its members)
     def set_learning_rate(self) -> bool:
@@ -169,8 +161,7 @@ class Run:
     def elapsed_s(self) -> float:  # wall seconds of this run over all its sessions
         return self.elapsed_before + self.clock() - self.session_start
 
-    def wait(self) -> None:
-        """Wait for the run's queued GPU work (the host runs many iterations ahead of the run's stream)."""
+    def wait(self) -> None:  # for the run's queued GPU work: the host runs many iterations ahead of it
         if self.stream is not None:
             self.stream.synchronize()
 
@@ -184,12 +175,12 @@ class Run:
             self.folder.write_checkpoint(self.config, self.state.to_checkpoint())
         self.slowest_save_s = max(self.slowest_save_s, self.clock() - t0)
 
-    def pause(self, message: str | None = None) -> Summary:
+    def pause(self) -> Summary:
         """End 'unfinished' before the end (a time limit), with a checkpoint of now to continue from."""
         if self.ended:
             return self.summary
         self.save_checkpoint()
-        return self.end("unfinished", message=message or f"stopped by the time limit at iteration "
+        return self.end("unfinished", message=f"stopped by the time limit at iteration "
                         f"{self.state.iteration} of {self.data.total_iterations}")
 
     def end(self, status: str = "finished", *, message: str | None = None) -> Summary:
@@ -207,6 +198,12 @@ class Run:
         self.folder.lock.release()
         self.step = None  # a CUDA graph holds its memory pool while it is referenced
         return self.summary
+
+
+def _late(run: Run) -> bool:
+    """Whether ``run`` must stop for the deadline; data-parallel processes decide it together."""
+    late = near_deadline(run.execution, [run], extra_iterations=AGREE_EVERY * run.dist.enabled)
+    return run.dist.decide_together(late, run.state.iteration, run.device)
 
 
 def failure(error: BaseException) -> str:
@@ -231,7 +228,8 @@ def _execution_record(run: Run) -> dict[str, Any]:
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     return {"device": str(device), "device_name": name, "world_size": run.dist.world_size,
-            "graph": run.uses_graph, "compile": run.execution.compile, "group": run.group or None,
+            "graph": run.uses_graph, "compile": run.execution.compile,
+            "cudnn_benchmark": run.execution.benchmarks_cudnn(device), "group": run.group or None,
             "checkpoint_every": run.checkpoint_every,
             "precision": precision, "total_iterations": data.total_iterations,
             "batches_per_epoch": len(data.loader), "train_images": len(data.loader.labels),

@@ -153,3 +153,6 @@ def test_execution_is_validated_once():
     assert Execution(device="cpu", graph=False).uses_graph(torch.device("cuda"), distributed=False) is False
     assert cpu.uses_graph(torch.device("cuda"), distributed=False) is True  # on by default on CUDA
     assert cpu.uses_graph(torch.device("cuda"), distributed=True) is False  # but not with torchrun
+    assert cpu.benchmarks_cudnn(torch.device("cuda")) is True
+    assert cpu.benchmarks_cudnn(torch.device("cpu")) is False
+    assert cpu.replace(cudnn_benchmark=False).benchmarks_cudnn(torch.device("cuda")) is False

@@ -21,7 +21,8 @@ from resnet.records import Job
 from resnet.sweep import run_sweep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-GPU = Execution(progress=False)  # CUDA where there is a GPU; the CUDA-graph step by default
+GPU = Execution(progress=False, cudnn_benchmark=False)  # CUDA where there is a GPU; the CUDA-graph step
+# by default; cudnn.benchmark off, as the fixture below sets it: the comparisons choose their kernels alike
 EAGER = GPU.replace(graph=False)
 GRAPH = GPU.replace(graph=True) if torch.cuda.is_available() else None  # a graph needs CUDA
 

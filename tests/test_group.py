@@ -119,7 +119,7 @@ def test_a_groups_evaluation_is_each_networks_own():
     for seed, (kind, shortcut) in enumerate(MIXED):
         torch.manual_seed(seed)
         net = models.build_model(f"{kind}20", shortcut=shortcut).double()
-        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # trained-like statistics
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # as if trained
             bn.running_mean.uniform_(-0.5, 0.5, generator=seeded(seed))
             bn.running_var.uniform_(0.5, 2.0, generator=seeded(seed + 100))
         nets.append(net)

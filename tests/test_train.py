@@ -63,6 +63,7 @@ def test_short_run_writes_all_records(cifar_data, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"] == tiny().to_dict()
     assert saved["run"]["graph"] is False and saved["run"]["device"] == "cpu"
+    assert saved["run"]["cudnn_benchmark"] is False  # cuDNN's algorithm search is a CUDA setting
     rows = log_rows(out)
     assert [int(r["iteration"]) for r in rows] == [3, 6]
     assert float(rows[0]["lr"]) == pytest.approx(0.1) and float(rows[1]["lr"]) == pytest.approx(0.01)
