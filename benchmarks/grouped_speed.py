@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,58 +41,64 @@ sys.path.insert(0, str(REPO))
 from gpu_speed import per_iteration_ms, save, setup, time_runs  # noqa: E402
 from resnet import cli, models  # noqa: E402
 from resnet.config import paper_config  # noqa: E402
-from resnet.group import GroupSGD, GroupStep, grouped  # noqa: E402
-from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
-from resnet.step import CudaGraphStep  # noqa: E402
+from resnet.group import KINDS, GroupSGD, GroupStep, grouped, kind  # noqa: E402
+from resnet.loader import GroupedBatches, TrainLoader, normalization_stats  # noqa: E402
+from resnet.step import CudaGraphStep, compiled  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------
 # Timing
 
-def time_grouped(arch: str, k: int, data, device: torch.device, *, warmup: int, iterations: int) -> dict:
-    """ms per iteration of one network when ``k`` train as one grouped network: in a loop making each
-    network's batch ("ms"), and on CUDA its step, captured by the engine's own resnet.step.CudaGraphStep,
-    replayed alone on the last batch ("replay_ms"; None on a CPU, as for gpu_speed.time_runs)."""
+def time_grouped(members: list[tuple[str, str]], data, device: torch.device, *, warmup: int,
+                 iterations: int, compile: bool = False, batch_size: int = 128) -> dict:
+    """ms per iteration of one network when ``members`` (arch, shortcut), of one depth, train as one
+    grouped network (ordered as resnet.group.KINDS): in a loop making every network's batch with one
+    gather, as the engine does ("ms"), and on CUDA its step, captured by the engine's own
+    resnet.step.CudaGraphStep, replayed alone on the last batch ("replay_ms"; None on a CPU, as for
+    gpu_speed.time_runs). ``compile``: the grouped network torch.compile'd under the graph; "compile_s"
+    is then the wall time of the first calls, which compile it. ``batch_size``: each network's (a
+    rehearsal's may be smaller than the paper's 128)."""
     cuda = device.type == "cuda"
-    cfg = paper_config(arch)
+    configs = sorted((paper_config(arch, shortcut=shortcut, seed=seed, batch_size=batch_size)
+                      for seed, (arch, shortcut) in enumerate(members)), key=lambda c: KINDS.index(kind(c)))
     nets = []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        nets.append(models.build_model(arch))
+    for cfg in configs:
+        torch.manual_seed(cfg.seed)
+        nets.append(models.build_model(cfg.arch, shortcut=cfg.shortcut))
+    k, cfg = len(nets), configs[0]
     net = grouped(nets).to(device, memory_format=torch.channels_last)
-    opt = GroupSGD(net, k, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = GroupSGD(net, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     for i in range(k):
         opt.set_rate(i, cfg.lr)
     stats = torch.zeros(k, 2, 3, dtype=torch.float64, device=device)
-    train_step = GroupStep(net, opt, stats, device=device, precision="bf16")
+    train_step = GroupStep(compiled(net) if compile else net, opt, stats, device=device, precision="bf16")
     images, labels, _, _ = data.on(device)
     mean, std = normalization_stats(images)
-    loaders = [TrainLoader(images, labels, batch_size=cfg.batch_size, seed=s, mean=mean, std=std)
-               for s in range(k)]
-    epochs = [(batch for e in itertools.count() for batch in ld.epoch(e)) for ld in loaders]
-
-    def batch() -> tuple[Tensor, Tensor]:  # network k's batch in channels 3k..3k+2, its labels in column k
-        batches = [next(e) for e in epochs]
-        return torch.cat([b[0] for b in batches], 1), torch.stack([b[1] for b in batches], 1)
-
+    batches = GroupedBatches([TrainLoader(images, labels, batch_size=c.batch_size, seed=c.seed, mean=mean,
+                                          std=std) for c in configs])
     side = torch.cuda.Stream(device) if cuda else None
     step = CudaGraphStep(train_step, side) if cuda else train_step
     if side is not None:
         side.wait_stream(torch.cuda.current_stream(device))  # the weights and statistics were made there
     with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
-        for _ in range(max(warmup, CudaGraphStep.WARMUP + 1)):  # the capture happens here, untimed
-            step(*batch())
+        t0 = time.perf_counter()
+        for _ in range(max(warmup, CudaGraphStep.WARMUP + 1) if cuda else warmup):  # capture, untimed
+            step(*next(batches))
+        if cuda:
+            torch.cuda.synchronize(device)
+        opening_s = time.perf_counter() - t0
 
         def loop(n: int, with_batches: bool) -> int:
             for _ in range(n):
                 if with_batches:
-                    step(*batch())
+                    step(*next(batches))
                 else:
                     step.graph.replay()
             return n * k
 
         return {"ms": per_iteration_ms(device, lambda: loop(iterations, True)),
-                "replay_ms": per_iteration_ms(device, lambda: loop(iterations, False)) if cuda else None}
+                "replay_ms": per_iteration_ms(device, lambda: loop(iterations, False)) if cuda else None,
+                "compile_s": round(opening_s, 1) if compile else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             for k in args.groups:
                 streams = time_runs([arch] * k, data, device, graph=cuda, compile=False,
                                     warmup=args.warmup, iterations=args.iterations, tmp=Path(tmp))
-                group = time_grouped(arch, k, data, device, warmup=args.warmup, iterations=args.iterations)
+                group = time_grouped([(arch, "A")] * k, data, device, warmup=args.warmup,
+                                     iterations=args.iterations)
                 row = {"arch": arch, "k": k, "streams_ms": streams["ms"],
                        "streams_replay_ms": streams["replay_ms"],
                        "grouped_ms": group["ms"], "grouped_replay_ms": group["replay_ms"]}

@@ -1,34 +1,38 @@
 #!/usr/bin/env bash
-# A lent GPU's slice, prepared here so that nothing is decided on the clock (README: "On a lent GPU").
-# CIFAR-10 travels in two parts (.c1, .c2: one part fits beside the tree in a call), and the unfinished
-# runs of the last slice (.c3) need a call of their own, so a slice is up to three commands on one warm
-# machine (then more `train` commands while it stays warm), from the repository root:
+# A lent GPU's slice, prepared here so that nothing is decided on the clock (docs/reproducing.md). CIFAR-10
+# travels in two parts (.c1, .c2: one part fits beside the tree in a call), so a slice is a few commands on
+# one warm machine, from the repository root:
 #
-#   bash experiments/gpu_slice.sh check                       # carry .c1: data part 1, the CUDA tests
-#       (when the grouped-run tests among them fail, this machine's train commands train runs alone)
-#   bash experiments/gpu_slice.sh bring [replicate.py options] # carry .c3: the last slice's runs
-#   bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]
-#                                                             # carry .c2: the data; with --speed
-#       benchmarks/gpu_speed.py and benchmarks/grouped_speed.py first (at most 2/5 and 1/8 of SECONDS;
-#       what they measured is kept); then experiments/replicate.py until SECONDS after this command
-#       began, less a reserve for packing, seeds of one network trained as one group of at most $GROUP
-#       (3: a paused group's checkpoints must travel to the next slice, ResNet-110's 14 MB each); then
-#       the runs packed
+#   bash experiments/gpu_slice.sh check                       # carry .c1: data part 1; the CUDA tests that
+#       decide how this machine trains (a failing grouped-run test: runs alone; a failing graph test: the
+#       eager step)
+#   bash experiments/gpu_slice.sh probe SECONDS [--rehearse]  # carry .c2: the data; benchmarks/probe.py
+#       (about 150 s): cudnn.benchmark, group sizes, torch.compile, the cost table; its decisions and
+#       table go to this machine's later train commands
+#   bash experiments/gpu_slice.sh bring [replicate.py options] # carry .c3: an earlier slice's paused runs
+#   bash experiments/gpu_slice.sh train SECONDS [replicate.py options]
+#       experiments/replicate.py until SECONDS after this command began, less the reserve for packing that
+#       the probe measured (else 40 s), every run of one depth as one group, a unit opened only where it
+#       can finish (the probe's cost table, else the committed one); then the runs packed into $OUT
 #
 # Every command first copies the committed runs into $RESULTS (finished runs are skipped) and unpacks the
-# archives in .c3/ (unfinished runs of an earlier slice, made here with replicate.py --pack .c3/carry.tar
+# archives in .c3/ (the paused runs of an earlier slice, made with replicate.py --pack .c3/carry.tar
 # --checkpoint-mb 55), so the sweep continues where the last slice stopped. What comes back lands in $OUT:
 # slice.tar (and slice.part2.tar, ...: every run's records, the unfinished runs' checkpoints), the logs,
-# gpu.json, gpu.md, grouped.json and grouped.md. The runs themselves stay in $RESULTS (default /tmp/r)
-# while the machine is warm.
+# and the probe's speed.json, speed.md and costs.json. The runs themselves stay in $RESULTS (default
+# /tmp/r) while the machine is warm; a run paused at the end of a slice (only a unit that no slice can
+# finish, ResNet-110's seeds, is opened to be paused) travels back in slice.tar with its checkpoint, and
+# is lost with the machine if that archive does not come back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/slice-out}
 RESULTS=${RESULTS:-/tmp/r}
-PACK_RESERVE=40  # seconds kept for writing the checkpoints and packing them
+PACK_RESERVE=40  # seconds kept for the last checkpoints and the pack, until the probe has measured them
 CHECKPOINT_MB=55  # unfinished runs' checkpoints packed at most (.c3 travels beside the tree: 64 MiB)
-GROUP=${GROUP:-3}  # runs trained as one grouped network at most (replicate.py --group)
-NO_GROUP=${NO_GROUP:-/tmp/gpu_slice_no_group}  # left by 'check' when the grouped CUDA tests fail
+MACHINE=${MACHINE:-/tmp/gpu_slice}  # what this machine's commands leave for its later ones
+NO_GROUP=${NO_GROUP:-$MACHINE/no_group}  # left by 'check' when the grouped CUDA tests fail
+NO_GRAPH=$MACHINE/no_graph  # left by 'check' when the CUDA-graph test fails
+mkdir -p "$MACHINE"
 mkdir -p "$OUT"
 start=$SECONDS
 
@@ -47,11 +51,23 @@ bring_runs() {
     fi
 }
 
-# benchmarks/NAME_speed.py for at most SECONDS (bench NAME SECONDS), its record written straight into
-# $OUT: never mistaken for the committed record of an earlier GPU
-bench() {
-    timeout "$2" python3 "benchmarks/$1_speed.py" --out "$OUT/$1" 2>&1 | tee "$OUT/$1_speed.log"
-    [ -f "$OUT/$1.json" ] || say "benchmarks/$1_speed.py wrote no record in its $2 s (see $1_speed.log)"
+# The second part of the data, when this call carries it (.c2/)
+make_data() {
+    if [ -f .c2/make_cifar10.py ]; then
+        python3 .c2/make_cifar10.py data || {
+            say "the data could not be made (exit $?): if part 1 is missing, this machine is a new one;" \
+                "run 'check' first"
+            exit 1
+        }
+    fi
+}
+
+# A budget in whole seconds, or the usage and exit 2
+seconds() {
+    if ! [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+        echo "usage: bash experiments/gpu_slice.sh $2 SECONDS ..." >&2
+        exit 2
+    fi
 }
 
 case "${1:-}" in
@@ -60,48 +76,59 @@ check)
     rc=$?
     [ "$rc" = 0 ] || [ "$rc" = 3 ] || say "data part 1 was not written (exit $rc); the CUDA tests need none"
     bring_runs
-    python3 -m pytest -q tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log"
+    # the tests whose verdict decides how this machine trains: the graph step, and runs as one group
+    python3 -m pytest -q tests/test_gpu.py -k "graph_step or group" 2>&1 | tee "$OUT/test_gpu.log"
     if grep -q "^FAILED.*group" "$OUT/test_gpu.log"; then  # the train commands then train runs alone
         touch "$NO_GROUP"
         say "the grouped CUDA tests failed: this machine's train commands train every run alone (--group 1)"
     fi
+    if grep -q "^FAILED.*graph_step" "$OUT/test_gpu.log"; then
+        touch "$NO_GRAPH"
+        say "the CUDA-graph test failed: this machine's train commands take the eager step (--no-graph)"
+    fi
+    ;;
+probe)
+    seconds "${2:-}" probe
+    budget=$2
+    shift 2
+    make_data
+    timeout "$budget" python3 benchmarks/probe.py --out "$OUT" --budget $((budget * 4 / 5)) "$@" 2>&1 |
+        tee "$OUT/probe.log"
+    for f in decisions.env costs.json; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$MACHINE/$f"; done
+    [ -f "$MACHINE/decisions.env" ] && say "the probe decided: $(tr '\n' ' ' < "$MACHINE/decisions.env")"
     ;;
 bring)
     shift
     bring_runs "$@"
     ;;
 train)
-    budget=${2:-}
-    if ! [[ "$budget" =~ ^[0-9]+$ ]]; then
-        echo "usage: bash experiments/gpu_slice.sh train SECONDS [--speed] [replicate.py options]" >&2
-        exit 2
-    fi
+    seconds "${2:-}" train
+    budget=$2
     shift 2
-    speed=0
-    if [ "${1:-}" = "--speed" ]; then speed=1; shift; fi
-    if [ -f .c2/make_cifar10.py ]; then
-        python3 .c2/make_cifar10.py data || {
-            say "the data could not be made (exit $?): if part 1 is missing, this machine is a new one;" \
-                "run 'check' first"
-            exit 1
-        }
-    fi
+    make_data
     bring_runs "$@"
-    if [ "$speed" = 1 ]; then
-        bench gpu $((budget * 2 / 5))
-        bench grouped $((budget / 8))
+    flags=()
+    costs=()
+    if [ -f "$MACHINE/decisions.env" ]; then  # the probe's, on this machine: PROBE_FLAGS, PACK_RESERVE
+        source "$MACHINE/decisions.env"
+        read -ra flags <<< "$PROBE_FLAGS"
+    fi
+    [ -f "$MACHINE/costs.json" ] && costs=(--costs "$MACHINE/costs.json")
+    if [ -f "$NO_GROUP" ]; then
+        flags+=(--group 1)
+        say "every run trains alone (--group 1): the grouped CUDA tests failed on this machine"
+    fi
+    if [ -f "$NO_GRAPH" ]; then
+        flags+=(--no-graph)
+        say "the eager step (--no-graph): the CUDA-graph test failed on this machine"
     fi
     limit=$((budget - (SECONDS - start) - PACK_RESERVE))
     rc=0
-    if [ -f "$NO_GROUP" ]; then
-        GROUP=1
-        say "every run trains alone (--group 1): the grouped CUDA tests failed on this machine"
-    fi
     if [ "$limit" -ge 30 ]; then
-        say "training for at most $limit s"
-        python3 experiments/replicate.py --results "$RESULTS" --time-limit "$limit" --group "$GROUP" "$@" 2>&1 |
-            tee "$OUT/train.log"
-        rc=$?
+        say "training for at most $limit s (${flags[*]:-no probe flags})"
+        python3 experiments/replicate.py --results "$RESULTS" --time-limit "$limit" "${flags[@]}" \
+            "${costs[@]}" "$@" 2>&1 | tee "$OUT/train.log"
+        rc=${PIPESTATUS[0]}
     else
         say "only $limit s left for training: nothing trained"
     fi
@@ -111,7 +138,7 @@ train)
     exit "$rc"
     ;;
 *)
-    sed -n '2,24p' "$0" >&2
+    sed -n '2,25p' "$0" >&2
     exit 2
     ;;
 esac

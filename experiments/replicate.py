@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
-"""Every full-schedule run of the replication as one resumable sweep, in the order that gets the most
+"""Every full-schedule run of the replication as one resumable sweep (55 runs: the 17 networks' seeds 0-2,
+ResNet-110's seeds 3-4, the tutorial recipe's run and a float32 control), in the order that gets the most
 finished networks out of GPU time that comes in slices:
 
-  1. seed 0 of the 17 networks: Figure 6 and Table 6 (plain-20/32/44/56, ResNet-20/32/44/56/110, option A)
-     and the shortcut ablation's options B and C at 20/32/44/56 layers;
-  2. the tutorial recipe's ResNet-20, and ResNet-20 seed 0 once more in float32 (what bf16 costs);
-  3. seeds 1 and 2 of the 17; then ResNet-110's seeds 3 and 4 (the paper reports 110 over five runs).
+  1. ResNet-32 (option A) seeds 0-2;
+  2. seed 0 of the depth series and the shortcut ablation, deepest first: plain-56 and ResNet-56 A, B, C;
+     then 44, 32 and 20 layers;
+  3. ResNet-110 seeds 0-4 (the paper reports 110 over five runs);
+  4. the tutorial recipe's ResNet-20, and ResNet-20 seed 0 once more in float32 (what bf16 costs);
+  5. seeds 1 and 2 of every other network.
 
-    python experiments/replicate.py --time-limit 540      # on a GPU: ~8 runs at once; run it again until
-                                                           # its last line says every run finished
-    python experiments/replicate.py --list                # the plan, and which runs have finished
+    python experiments/replicate.py --time-limit 540      # on a GPU; run it again until its last line
+                                                           # says every run finished
+    python experiments/replicate.py --list                # the plan as units, and which runs finished
 
-On a GPU, a network's seeds that stand at the same iteration train together as one grouped network
-(resnet.group; at most --group K of them, default 8), opened where the first of them comes in this order.
+On a GPU the runs of one depth and recipe that stand at the same iteration (any seed, plain or any shortcut
+option) train together as one grouped network (resnet.group; at most --group K of them, default 12),
+opened where the first of them comes in this order. Under --time-limit a unit opens only when it can
+finish in time at the pace of the cost table (--costs, measured on the GPU by benchmarks/probe.py), cut to
+the runs of it that can: its other runs then join a later unit (resnet.plan).
 
 Then the figures' analyses, which train nothing once the runs exist: experiments/confusion.py,
 experiments/layer_responses.py --with-110, experiments/publish_weights.py, experiments/make_figures.py.
@@ -23,36 +29,46 @@ from __future__ import annotations
 import argparse
 import sys
 import tarfile
+import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
 
 from resnet import cli, models, results, transfer  # noqa: E402
-from resnet.config import FIGURE6_ARCHS, SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
+from resnet.config import SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
 from resnet.config import paper_config, scaled_schedule, tutorial_config  # noqa: E402
 from resnet.pretrained import PUBLISHED  # noqa: E402
+from resnet.plan import Costs  # noqa: E402
 from resnet.records import Job  # noqa: E402
+from resnet.config import GPU_GROUP  # noqa: E402
+from resnet.sweep import groups  # noqa: E402
+
+COSTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "costs.json"
 
 
 def plan() -> list[RunConfig]:
-    """The runs, in priority order (see the module docstring)."""
-    networks = [paper_config(a) for a in FIGURE6_ARCHS]
-    networks += [paper_config(f"resnet{d}", shortcut=s)
-                 for s in models.SHORTCUTS[1:] for d in SHORTCUT_DEPTHS]
+    """The 55 runs, in priority order (see the module docstring)."""
+    first = [paper_config("resnet32", seed=s) for s in range(3)]
+    depth_series = [c for d in (56, 44, 32, 20) for c in [paper_config(f"plain{d}")]
+                    + [paper_config(f"resnet{d}", shortcut=o) for o in models.SHORTCUTS]]
+    resnet110 = [paper_config("resnet110", seed=s) for s in range(5)]
     extras = [tutorial_config("resnet20"), paper_config("resnet20", precision="fp32")]
-    more_seeds = [c.replace(seed=s) for s in (1, 2) for c in networks]
-    more_110 = [paper_config("resnet110", seed=s) for s in (3, 4)]
-    return networks + extras + more_seeds + more_110
+    networks = [c for c in depth_series if c.seed == 0]
+    other_seeds = [c.replace(seed=s) for s in (1, 2) for c in networks]
+    ordered = first + depth_series + resnet110 + extras + other_seeds
+    return [c for i, c in enumerate(ordered) if c not in ordered[:i]]  # each run once, where it first comes
 
 
 def short_plan() -> list[RunConfig]:
     """What --short trains: Figure 6's 20- and 56-layer networks, the tutorial recipe in full (it is short
     already), seed 1 of ResNet-20 and ResNet-56 (the seed spread against which benchmarks/fidelity.py
-    compares the engine with the independent reference), then the 32- and 44-layer networks."""
+    compares the engine with the independent reference), then the 32- and 44-layer networks, then the
+    shortcut ablation's options B and C at 20, 32, 44 and 56 layers."""
     first = [paper_config(a) for a in ("resnet20", "resnet56", "plain20", "plain56")]
     seed_1 = [paper_config(a, seed=1) for a in ("resnet20", "resnet56")]
     middle = [paper_config(a) for a in ("resnet32", "resnet44", "plain32", "plain44")]
-    return first + [tutorial_config("resnet20")] + seed_1 + middle
+    ablation = [paper_config(f"resnet{d}", shortcut=o) for o in models.SHORTCUTS[1:] for d in SHORTCUT_DEPTHS]
+    return first + [tutorial_config("resnet20")] + seed_1 + middle + ablation
 
 
 def rehearsal(configs: list[RunConfig], iterations: int) -> list[RunConfig]:
@@ -78,7 +94,11 @@ def shard(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.experiment_parser(__doc__)
     parser.add_argument("--list", action="store_true",
-                        help="print the plan and each run's status, train nothing")
+                        help="print the plan as the units a GPU trains (each with its estimated seconds) and "
+                             "the finished runs; train nothing")
+    parser.add_argument("--costs", type=Path, default=COSTS, metavar="FILE.json",
+                        help="the measured cost table a time limit plans with (default: "
+                             "benchmarks/results/costs.json; benchmarks/probe.py writes one on the GPU)")
     parser.add_argument("--shard", type=shard, default=None, metavar="K/N",
                         help="only the K-th of N disjoint parts of the plan (every N-th run from the K-th), "
                              "so that N machines split it")
@@ -106,19 +126,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard is not None:
         k, n = args.shard
         jobs = jobs[k - 1::n]
+    costs = Costs.load(args.costs)
     if args.list:
-        for i, job in enumerate(jobs, 1):
-            summary = job.folder.report()
-            done = (f"{summary.iterations_done:,} of {summary.iterations_planned:,}"
-                    if summary.iterations_planned else "")
-            print(f"{i:3d}. {job.out.name:<28s} {summary.status:<10s} {done}")
-        return 0
+        return list_units(jobs, costs, size=args.group or GPU_GROUP)
     if args.pack is not None:
         return pack(jobs, args)
     if args.unpack is not None:
         return unpack(jobs, args)
-    cli.run_jobs(jobs, args)
+    cli.run_jobs(jobs, args, costs=costs)
     results.build(cli.results_root(args), only=("degradation", "shortcuts"))
+    return 0
+
+
+def list_units(jobs: list[Job], costs: Costs | None, *, size: int) -> int:
+    """The plan as the units a GPU's sweep opens (resnet.sweep.groups), one paragraph each: its runs and
+    its estimated seconds by the cost table; then the runs that have finished."""
+    todo = [job for job in jobs if not job.folder.finished(job.config)]
+    units = groups(todo, size)
+    source = f"estimated by {costs.source}" if costs else "no cost table: no estimates"
+    print(f"plan: {len(jobs)} runs, {len(jobs) - len(todo)} finished, {len(todo)} to train as {len(units)} "
+          f"units of at most {size} runs ({source}; under a time limit a unit is cut to the runs that can "
+          "finish, and the others wait for a later one)")
+    for i, unit in enumerate(units, 1):
+        done = unit[0].folder.report().iterations_done or 0
+        left = unit[0].config.iterations - done
+        seconds = (f"about {costs.seconds([j.config for j in unit], left):,.0f} s" if costs
+                   else "not estimated")
+        start = f", from iteration {done:,}" if done else ""
+        print("\n" + textwrap.fill(f"unit {i} ({seconds}{start}): " + ", ".join(j.out.name for j in unit),
+                                   width=110, subsequent_indent="  "))
+    finished = [job.out.name for job in jobs if job not in todo]
+    if finished:
+        print("\n" + textwrap.fill("finished: " + ", ".join(finished), width=110, subsequent_indent="  "))
     return 0
 
 

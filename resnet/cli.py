@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from resnet import cifar10, pretrained
-from resnet.config import QUICK, SHORT, ConfigError, Deadline, Execution, RunConfig, on_schedule, schedule_of
+from resnet.config import (GPU_GROUP, QUICK, SHORT, ConfigError, Deadline, Execution, RunConfig, on_schedule,
+                           schedule_of)
 from resnet.pretrained import WeightsError
 from resnet.records import RESULTS_DIR, Job, RunFolderError, Summary, default_run_dir
 from resnet.sweep import run_sweep
@@ -105,12 +106,13 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
     add_engine_args(parser)
     add_schedule_args(parser)
     parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per network (mean and spread)")
-    parser.add_argument("--jobs", type=positive_int, default=None,
-                        help="runs at once: processes on the CPU (default 1), runs per GPU on CUDA "
-                             "(default 8)")
+    parser.add_argument("--at-once", "--jobs", dest="at_once", type=positive_int, default=None,
+                        metavar="N", help="units trained at once: processes on the CPU (default 1), groups "
+                                          "or runs on their own streams on CUDA (default 8)")
     parser.add_argument("--group", type=positive_int, default=None, metavar="K",
-                        help="at most K runs of one network that differ only in their seed train as one "
-                             "grouped network (default 8 on CUDA, 1 on the CPU; 1: every run alone)")
+                        help=f"at most K runs of one depth and recipe (any seed, plain or any shortcut) "
+                             f"train as one grouped network (default {GPU_GROUP} on CUDA, 1 on the CPU; 1: "
+                             "every run alone)")
     parser.add_argument("--results", type=Path, default=None,
                         help="results folder (default: results/, results/short/ with --short, "
                              "results/quick/ with --quick)")
@@ -167,23 +169,27 @@ def job_root(job: Job) -> Path:
     return job.out.parent.parent
 
 
-def execution(args: argparse.Namespace) -> Execution:
+def execution(args: argparse.Namespace, *, costs: Any = None) -> Execution:
     """How the flags ask runs to be executed (device, graph, compile, runs at once, threads, time limit,
-    progress), with the command line that continues the work."""
+    progress), with the command line that continues the work, and ``costs`` (resnet.plan.Costs) to plan
+    a time limit with."""
     cudnn = getattr(args, "cudnn_benchmark", None)
     return Execution(device=args.device, graph=args.graph, compile=args.compile,
                      cudnn_benchmark=None if cudnn is None else cudnn == "on",
-                     at_once=getattr(args, "jobs", None), group=getattr(args, "group", None),
+                     at_once=getattr(args, "at_once", None), group=getattr(args, "group", None),
                      threads=getattr(args, "threads", None),
                      checkpoint_every=getattr(args, "checkpoint_every", None),
                      progress=not getattr(args, "no_progress", False),
-                     deadline=Deadline.after(args.time_limit),
+                     deadline=Deadline.after(args.time_limit), costs=costs,
                      command=this_command())
 
 
-def run_jobs(jobs: Sequence[Job], args: argparse.Namespace, *, data: Any = None) -> list[Summary]:
-    """The sweep of ``jobs`` with the flags' data, device, concurrency, engine and time limit."""
-    return run_sweep(jobs, execution(args), data=data, data_dir=args.data_dir, download=args.download)
+def run_jobs(jobs: Sequence[Job], args: argparse.Namespace, *, data: Any = None,
+             costs: Any = None) -> list[Summary]:
+    """The sweep of ``jobs`` with the flags' data, device, concurrency, engine and time limit (planned with
+    ``costs``, a resnet.plan.Costs, when given)."""
+    return run_sweep(jobs, execution(args, costs=costs), data=data, data_dir=args.data_dir,
+                     download=args.download)
 
 
 def this_command() -> str:

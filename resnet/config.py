@@ -23,7 +23,8 @@ import torch
 
 from resnet import models
 
-__all__ = ["ConfigError", "RunConfig", "Execution", "Deadline", "resolve_device", "paper_config",
+__all__ = ["ConfigError", "RunConfig", "Execution", "GPU_GROUP", "Deadline", "resolve_device",
+           "paper_config",
            "tutorial_config", "STOP_RULES", "RECIPES", "FIGURE6_ARCHS", "SHORTCUT_DEPTHS", "scaled_schedule",
            "SCHEDULES",
            "SHORT", "QUICK", "QUICK_TUTORIAL", "on_schedule", "schedule_of", "quick", "is_quick",
@@ -337,18 +338,24 @@ class Deadline:
         return math.inf if self.at is None else self.at - self.clock()
 
 
+#: At most how many runs a sweep trains as one grouped network on a GPU when not told (resnet.group): the
+#: eleven runs left at one depth fit (plain, A, B and C of three seeds), and per-network cost falls with K
+#: (benchmarks/results/grouped.md).
+GPU_GROUP = 12
+
+
 @dataclass(frozen=True)
 class Execution:
     """How runs are executed, never what they compute: one object that Run, train, run_sweep and the
     command line share, validated here once.
 
     ``graph``: the step captured in a CUDA graph (default: on CUDA in a single process). ``cudnn_benchmark``:
-    see benchmarks_cudnn. ``at_once``: runs
-    at once, processes on the CPU (default 1), runs per GPU on CUDA (default 8); ``group``: at most this
-    many runs that differ only in their seed trained as one grouped network (resnet.group; default 8 on
-    CUDA, 1 on the CPU, where it gains nothing; 1 trains every run alone). ``checkpoint_every``:
-    iterations between checkpoints (default: at every evaluation). ``command``: the command line that
-    continues the work, for the last lines a command prints."""
+    see benchmarks_cudnn. ``costs``: the measured cost table a time-limited sweep plans with (resnet.plan).
+    ``at_once``: units at once, processes on the CPU (default 1), groups or runs on their own streams on
+    CUDA (default 8). ``group``: at most this many runs of one depth and recipe trained as one grouped
+    network (resnet.group; default GPU_GROUP on CUDA, 1 on the CPU, where it gains nothing; 1 trains every
+    run alone). ``checkpoint_every``: iterations between checkpoints (default: at every evaluation).
+    ``command``: the command line that continues the work, for the last lines a command prints."""
 
     device: str = "auto"
     graph: bool | None = None
@@ -360,6 +367,7 @@ class Execution:
     checkpoint_every: int | None = None
     progress: bool = True
     deadline: Deadline = Deadline()
+    costs: Any = None  # a resnet.plan.Costs: what a unit of runs costs, for the time-limited planner
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -400,7 +408,7 @@ class Execution:
 
     def group_size(self, device: torch.device) -> int:
         """At most how many runs train as one grouped network on ``device``."""
-        return self.group if self.group is not None else 8 if device.type == "cuda" else 1
+        return self.group if self.group is not None else GPU_GROUP if device.type == "cuda" else 1
 
     def replace(self, **changes: Any) -> Execution:
         return dataclasses.replace(self, **changes)

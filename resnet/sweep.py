@@ -11,21 +11,23 @@ until its folder is removed; a run that failed is recorded with its message, the
 next sweep retries it. With a time limit every unfinished run is checkpointed before it, and the last
 lines say per run where it is and how fast it went, and which command continues the others.
 
-On CUDA, runs of one network that differ only in their seed train as one grouped network (resnet.group,
-``Execution.group`` at most per group): one iteration of K runs is then as many GPU kernels as one run's,
-each K times larger, which fills the GPU where streams side by side cannot. Each run keeps its own
-folder, records and checkpoint, as if it had trained alone.
+On CUDA, the runs of one depth and recipe (any seed, plain or any shortcut option) that stand at the same
+iteration train as one grouped network (resnet.group, ``Execution.group`` at most per group): one
+iteration of K runs is then as many GPU kernels as one run's, each K times larger, which fills the GPU
+where streams side by side cannot. Each run keeps its own folder, records and checkpoint, as if it had
+trained alone.
 
-Under a time limit, one GPU's sweep opens a run only when the open runs and it can all finish before the
-limit at the pace the sweep measures (see :func:`next_to_open`): runs advanced in turn move at the same
-number of iterations per turn and so would all end together, and a ten-minute command that opened eight
-full-schedule runs at once would end with eight checkpoints and no finished network.
+Under a time limit, one GPU's sweep opens a unit only when the open units and it can all finish before the
+limit, at the pace a measured cost table gives (else at the pace the sweep measures), cutting a group to
+the runs that can and filling the time left with smaller units (resnet.plan.next_unit): units advanced in
+turn move at the same number of iterations per turn and so would all end together, and a ten-minute
+command that opened eight full-schedule runs at once would end with eight checkpoints and no finished
+network.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import multiprocessing as mp
 import os
 import sys
@@ -39,15 +41,15 @@ import torch
 from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig
 from resnet.group import GroupRun, MemberFailed, can_group, network_of
+from resnet.plan import Costs, next_unit, unit_key, units
 from resnet.models import arch_depth
 from resnet.records import Job, RunFolder, RunFolderError, Summary
 from resnet.train import Diverged, Run, RunFailed, failure, train
 
-__all__ = ["Pace", "allow_concurrent_streams", "next_to_open", "run_sweep", "run_lines",
+__all__ = ["Pace", "allow_concurrent_streams", "groups", "run_sweep", "run_lines",
            "sweep_status_line", "train_in_turn"]
 
 CHUNK = 50  # iterations a run is advanced by before the next run's turn (on one GPU)
-FIT_SHARE = 0.8  # the share of the time left that the open runs are planned to fill (estimates err)
 MEASURE_S = 20.0  # wall seconds of training measured before a time-limited sweep opens a second run
 PACE_WINDOW_S = 60.0  # the pace is measured over the last this many seconds (it changes as runs open)
 
@@ -154,23 +156,21 @@ def _train_on_cpu(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
 # -- one GPU: several runs at once, each on its own stream ---------------------------------------------
 def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | None = None, *,
                   data_dir: str | None = None, download: bool = False) -> None:
-    """Several runs in this process: up to ``execution.at_once`` open at a time (default 8), advanced in
+    """Several runs in this process: up to ``execution.at_once`` units open at a time (default 8), advanced in
     turn by ``CHUNK`` iterations each (on CUDA each run's work goes to its own stream, so the GPU overlaps
     them); runs that differ only in their seed open together as one grouped network (see groups); the
-    next job starts as one ends (under a time limit, the next that can still finish: see next_to_open),
+    next unit starts as one ends (under a time limit, the next that can still finish: resnet.plan.next_unit),
     and an ended run lets go of its model, optimizer and graph. A run that fails is recorded as 'failed'
     and the others go on. At the deadline, or when the sweep itself is stopped, every open run is paused
     with a checkpoint."""
     data = data if data is not None else load_data(data_dir, download=download)
     device = execution.torch_device
-    slots = execution.at_once or 8
-    # one stream per slot, reused by the slot's runs: torch.cuda.Stream() cycles through a pool of 32, so
-    # fresh streams for 55 runs would put two open runs on one stream
-    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(slots)]
+    at_once = execution.at_once or 8
+    # one stream per unit at once, reused by the units that follow it: torch.cuda.Stream() cycles through a
+    # pool of 32, so fresh streams for 55 runs would put two open runs on one stream
+    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(at_once)]
     # runs that were started before come first: they are the nearest to their end
-    started_first = sorted(jobs, key=lambda job: not job.folder.holds_a_run())
-    pending = [(unit, sum(map(_work_left, unit)))
-               for unit in groups(started_first, execution.group_size(device))]
+    pending = sorted(jobs, key=lambda job: not job.folder.holds_a_run())
     active: dict[int, Run | GroupRun] = {}
     pace = Pace(execution.clock)
     try:
@@ -188,22 +188,10 @@ def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
 
 
 def groups(jobs: Sequence[Job], size: int) -> list[list[Job]]:
-    """``jobs`` as the units a sweep opens, in order: up to ``size`` runs of one network that differ only
-    in their seed (and stand at the same iteration, so that they also end together) as one group, placed
-    where its first run was; every other run alone."""
-    units: list[list[Job]] = []
-    open_groups: dict[tuple[RunConfig, int], list[Job]] = {}
-    for job in jobs:
-        groupable = size > 1 and can_group(job.config)
-        key = (network_of(job.config), _iterations_done(job)) if groupable else None
-        unit = open_groups.get(key)  # None for a run that trains alone: only groupable keys are stored
-        if unit is not None and len(unit) < size:
-            unit.append(job)
-            continue
-        units.append([job])
-        if key is not None:
-            open_groups[key] = units[-1]
-    return units
+    """``jobs`` as the units a sweep opens, in order: up to ``size`` runs of one depth and recipe, of any
+    seed and shortcuts, that stand at the same iteration (so that they also end together) as one group,
+    placed where its first run was; every other run alone (resnet.plan.units)."""
+    return units(jobs, size, lambda job: unit_key(job, _iterations_done, can_group, network_of))
 
 
 class Pace:
@@ -224,28 +212,6 @@ class Pace:
     def rate(self) -> float | None:
         (t0, w0), (t1, w1) = self.samples[0], self.samples[-1]
         return (w1 - w0) / (t1 - t0) if t1 - t0 >= MEASURE_S else None
-
-
-def next_to_open(pending_work: Sequence[float], open_work: Sequence[float], *, pace: float | None,
-                 seconds_left: float) -> int | None:
-    """Which pending run to open next (its index), or None to wait, given the work each pending run has
-    left (``pending_work``, in their order), the work each open run has left (``open_work``), the measured
-    ``pace`` and the seconds left before the deadline.
-
-    Without a deadline: the next in order. With one: the first in order that the open runs and it can all
-    finish within FIT_SHARE of the time left at this pace (none while the pace is unmeasured); when no run
-    is open and none fits, the next in order all the same, so that the GPU never waits and a run longer
-    than any one command still moves (it is paused with a checkpoint that the next command continues).
-    An open run that cannot finish in time keeps the others out: runs advanced in turn move together."""
-    if not pending_work:
-        return None
-    if math.isinf(seconds_left):
-        return 0
-    fits = None
-    if pace is not None:
-        room = FIT_SHARE * seconds_left * pace - sum(open_work)
-        fits = next((i for i, work in enumerate(pending_work) if work <= room), None)
-    return 0 if fits is None and not open_work else fits
 
 
 def _work(config: RunConfig, iterations: int) -> float:
@@ -303,20 +269,42 @@ def _not_opened(job: Job, error: BaseException) -> None:
         _report(job.out.name, _failed_to_open(job, error))
 
 
-def _fill(active: dict[int, Run | GroupRun], pending: list[tuple[list[Job], float]],
-          streams: Sequence[torch.cuda.Stream | None], pace: Pace, execution: Execution,
-          data: CIFAR10) -> None:
+def _fill(active: dict[int, Run | GroupRun], pending: list[Job], streams: Sequence[torch.cuda.Stream | None],
+          pace: Pace, execution: Execution, data: CIFAR10) -> None:
     """Open pending units into the free slots of ``active`` (one stream each), the next that
-    next_to_open chooses each time, until the slots are full, nothing fits, or the deadline is near."""
+    resnet.plan.next_unit chooses each time (estimated from execution.costs, else at the measured pace),
+    until the slots are full, nothing fits, or the deadline is near."""
+    costs, rate = execution.costs, pace.rate()
+
+    def estimate(unit: list[Job]) -> float | None:
+        left = max(0, unit[0].config.iterations - _iterations_done(unit[0]))
+        if costs is not None:
+            return costs.seconds([job.config for job in unit], left)
+        return sum(map(_work_left, unit)) / rate if rate else None
+
     for slot, stream in enumerate(streams):
         while slot not in active and pending and execution.deadline.remaining() > 10:
-            i = next_to_open([work for _, work in pending], [_open_work(r) for r in active.values()],
-                             pace=pace.rate(), seconds_left=execution.deadline.remaining())
-            if i is None:
+            unit = next_unit(groups(pending, execution.group_size(execution.torch_device)), estimate=estimate,
+                             open_seconds=_open_seconds(active, costs, rate),
+                             seconds_left=execution.deadline.remaining(), anything_open=bool(active))
+            if unit is None:
                 break
-            unit = _open_run(pending.pop(i)[0], execution, data, stream)
-            if unit is not None:
-                active[slot] = unit
+            for job in unit:
+                pending.remove(job)
+            opened = _open_run(unit, execution, data, stream)
+            if opened is not None:
+                active[slot] = opened
+
+
+def _open_seconds(active: dict[int, Run | GroupRun], costs: Costs | None, rate: float | None) -> float | None:
+    """The seconds the open units still need: by the cost table, else at the measured pace (None while it
+    is not measured and a unit is open)."""
+    if costs is not None:
+        return sum(costs.seconds([r.config for r in _open_runs(unit)],
+                                 max(r.data.total_iterations - r.state.iteration for r in _open_runs(unit)))
+                   for unit in active.values() if _open_runs(unit))
+    work = sum(_open_work(unit) for unit in active.values())
+    return work / rate if rate else (0.0 if not work else None)
 
 
 def _turns(active: dict[int, Run | GroupRun]) -> tuple[float, int]:

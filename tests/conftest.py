@@ -74,21 +74,25 @@ class FakeClock:
 
 @pytest.fixture
 def slow_steps(monkeypatch):
-    """slow_steps(seconds) -> FakeClock: every training step (resnet.step.TrainStep) takes ``seconds`` on the
-    returned clock, and nothing else takes any time on it."""
-    from resnet import step
+    """slow_steps(seconds) -> FakeClock: every training step takes ``seconds`` per network on the returned
+    clock (a run's step, resnet.step.TrainStep; a group's, resnet.group.GroupStep, ``seconds`` for each of its
+    networks), and nothing else takes any time on it."""
+    from resnet import group, step
 
     def make(seconds: float) -> FakeClock:
-        clock, real = FakeClock(), step.TrainStep.__call__
-
-        def timed(self, x, y):
-            real(self, x, y)
-            clock.now += seconds
-
-        monkeypatch.setattr(step.TrainStep, "__call__", timed)
+        clock = FakeClock()
+        for cls in (step.TrainStep, group.GroupStep):
+            monkeypatch.setattr(cls, "__call__", _timed(cls.__call__, clock, seconds))
         return clock
 
     return make
+
+
+def _timed(real, clock: FakeClock, seconds: float):
+    def timed(self, x, y):
+        real(self, x, y)
+        clock.now += seconds * (self.stats.shape[0] if self.stats.dim() == 3 else 1)
+    return timed
 
 
 class ScriptResult:

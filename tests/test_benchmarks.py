@@ -104,3 +104,20 @@ def test_grouped_speed_harness_writes_its_record(cifar_root, tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "| resnet20 | 2 |" in md and record["command"] in md
     assert f"{row['streams_ms'] / row['grouped_ms']:.2f}x |" in md
+
+
+def test_the_committed_cost_table_is_made_from_measured_records(tmp_path):
+    """benchmarks/costs.py turns grouped_speed.py's rows into the planner's table, with the median wall
+    over training time of the committed grouped runs."""
+    out = tmp_path / "costs.json"
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "costs.py"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    made = json.loads(out.read_text())
+    grouped = json.loads((REPO / "benchmarks" / "results" / "grouped.json").read_text())["rows"]
+    assert [(r["k"], r["ms_per_network"]) for r in made["rows"]] == \
+        [(g["k"], g["grouped_ms"]) for g in grouped]
+    assert made["overhead_from"] and all(n.startswith(("plain", "resnet")) for n in made["overhead_from"])
+    from resnet.plan import Costs
+    costs = Costs.load(out)
+    assert costs.overhead == made["overhead"] > 1 and costs.per_work > 0

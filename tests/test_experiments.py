@@ -9,6 +9,7 @@ A failure must be one clear paragraph on stderr and exit code 2: never a traceba
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ def test_every_script_starts_as_a_program():
     for script, proc in done.items():
         assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (script, proc.stderr)
         if script in SWEEPS:
-            for flag in ("--quick", "--data-dir", "--seeds", "--jobs", "--results", "--time-limit",
+            for flag in ("--quick", "--data-dir", "--seeds", "--at-once", "--results", "--time-limit",
                          "--no-graph"):
                 assert flag in proc.stdout, (script, flag)
 
@@ -52,7 +53,7 @@ def test_missing_data_is_one_clear_message_and_writes_nothing(run_script, script
 
 
 @pytest.mark.parametrize("args, needle", [
-    (("--jobs", "0"), "argument --jobs: expected a positive number"),
+    (("--at-once", "0"), "argument --at-once/--jobs: expected a positive number"),
     (("--seeds", "-1"), "argument --seeds: expected a positive number"),
     (("--time-limit", "-3"), "argument --time-limit: expected a positive number of seconds"),
     (("--device", "tpu"), "argument --device: invalid choice"),
@@ -129,13 +130,23 @@ def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_pa
     assert (results / "runs" / "resnet56-A-paper-s0" / "summary.json").is_file()  # nothing lost
 
 
-def test_replicate_plans_seed_0_of_every_network_first(run_script, tmp_path):
+def test_replicate_lists_the_plan_as_units(run_script, tmp_path):
+    """55 runs, ResNet-32's seeds first, then each depth's runs (any shortcut, any seed) as one unit of at
+    most 12, deepest first, ResNet-110's five seeds, the tutorial run and the float32 control; each unit
+    with its seconds estimated by the committed cost table."""
     result = run_script("replicate", "--list", "--results", tmp_path)
-    names = [line.split()[1] for line in result.out.splitlines()]
-    assert result.code == 0 and len(names) == 17 + 2 + 2 * 17 + 2 == len(set(names))
-    assert all(name.endswith("-s0") for name in names[:17]) and "resnet110-A-paper-s0" in names[:9]
-    assert names[17:19] == ["resnet20-A-tutorial-s0", "resnet20-A-paper-s0-fp32"]
-    assert names[-2:] == ["resnet110-A-paper-s3", "resnet110-A-paper-s4"]
+    assert result.code == 0 and result.out.startswith("plan: 55 runs, 0 finished, 55 to train as ")
+    paragraphs = [" ".join(p.split()) for p in result.out.split("\n\n")[1:]]
+    units = [p.split(": ", 1)[1].split(", ") for p in paragraphs]
+    names = [name for unit in units for name in unit]
+    assert len(names) == 55 == len(set(names)) and all(len(unit) <= 12 for unit in units)
+    assert names[:3] == [f"resnet32-A-paper-s{s}" for s in range(3)]
+    depths = [{n.split("-")[0] for n in unit} for unit in units[:4]]  # each depth's 12 runs as one unit
+    assert [len(unit) for unit in units[:4]] == [12] * 4
+    assert depths == [{f"plain{d}", f"resnet{d}"} for d in (32, 56, 44, 20)]
+    assert units[4] == [f"resnet110-A-paper-s{s}" for s in range(5)]
+    assert ["resnet20-A-tutorial-s0"] in units and ["resnet20-A-paper-s0-fp32"] in units
+    assert all(re.search(r"\(about [\d,]+ s\)", p) for p in paragraphs)
     assert not tmp_path.joinpath("runs").exists()
 
 

@@ -35,8 +35,8 @@ def deterministic():
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
 
 
-def config(**overrides):
-    return paper_config("resnet20", **{**scaled_schedule(120), "eval_every": 20, **overrides})
+def config(arch="resnet20", **overrides):
+    return paper_config(arch, **{**scaled_schedule(120), "eval_every": 20, **overrides})
 
 
 def curve(out: Path, column: str) -> torch.Tensor:
@@ -101,6 +101,29 @@ def test_runs_trained_as_one_group_on_the_gpu(cifar_data, tmp_path):
     first = [load_log(out).iloc[0] for out in (tmp_path / "alone", tmp_path / "graph" / "s1")]
     assert first[1]["train_loss"] == pytest.approx(first[0]["train_loss"], rel=0.05)
     assert abs(alone.final_test_error - graph[1].final_test_error) <= 0.05
+
+
+def test_a_mixed_group_on_the_gpu(cifar_data, tmp_path):
+    """Plain-20 and ResNet-20 with options A, B and C as one grouped network, captured in one CUDA graph:
+    each run's curve is the eager group's, and each learns as it does alone (first training loss within
+    5%, final test error within 5 points)."""
+    configs = [config(arch="plain20"), config(), config(shortcut="B"), config(shortcut="C")]
+
+    def group(name, execution):
+        jobs = [Job(c, tmp_path / name / f"{c.arch}-{c.shortcut}") for c in configs]
+        return run_sweep(jobs, execution, data=cifar_data)
+
+    graph, eager = group("graph", GPU), group("eager", EAGER)
+    assert all(s.status == "finished" and s.graph for s in graph) and not any(s.graph for s in eager)
+    for c in configs:
+        name = f"{c.arch}-{c.shortcut}"
+        assert_same_curve(tmp_path / "graph" / name, tmp_path / "eager" / name)
+    for c, together in zip(configs, graph):
+        out = tmp_path / "alone" / f"{c.arch}-{c.shortcut}"
+        alone = engine.train(c, data=cifar_data, out=out, execution=GPU)
+        first = [load_log(o).iloc[0] for o in (out, tmp_path / "graph" / f"{c.arch}-{c.shortcut}")]
+        assert first[1]["train_loss"] == pytest.approx(first[0]["train_loss"], rel=0.05)
+        assert abs(alone.final_test_error - together.final_test_error) <= 0.05
 
 
 def test_a_paused_group_resumes_where_it_stopped(cifar_data, tmp_path):

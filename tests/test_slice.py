@@ -29,7 +29,11 @@ from resnet import cli, config, records
 REPO = Path(__file__).resolve().parent.parent
 COPIED = ("resnet", "experiments", "benchmarks", "tests", "hubconf.py", "pyproject.toml")
 PART_1 = ("data_batch_1", "data_batch_2", "data_batch_3", "batches.meta")
-PLAIN20, RESNET20 = "1/55", "5/55"  # the plan's 1st run (plain-20, seed 0) and its 5th (ResNet-20, seed 0)
+PLAN = [records.default_run_dir(c).name
+        for c in runpy.run_path(str(REPO / "experiments" / "replicate.py"), run_name="plan")["plan"]()]
+# the shards that hold plain-20, seed 0, and ResNet-20, seed 0, alone
+PLAIN20, RESNET20 = (f"{PLAN.index(name) + 1}/{len(PLAN)}"
+                     for name in ("plain20-paper-s0", "resnet20-A-paper-s0"))
 
 
 def copy_tree(dest: Path) -> Path:
@@ -172,7 +176,7 @@ def test_a_slice_whose_grouped_cuda_tests_fail_trains_runs_alone(tmp_path):
         "def test_graph_step_matches_eager_step():\n    pass\n")
     out, marker = tmp_path / "out", tmp_path / "no-group"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT")}
-    env.update(OUT=str(out), RESULTS=str(tmp_path / "r"), NO_GROUP=str(marker),
+    env.update(OUT=str(out), RESULTS=str(tmp_path / "r"), NO_GROUP=str(marker), MACHINE=str(tmp_path / "m"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
 
     def slice_script(*args):
@@ -198,6 +202,7 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OUT=str(out), RESULTS=str(tmp_path / "r"),
+               MACHINE=str(tmp_path / "machine"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
 
     def slice_script(*args):
@@ -215,8 +220,20 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     assert idle.returncode == 0 and "nothing trained" in idle.stderr, idle.stderr
     assert not (tmp_path / "r" / "runs").exists()
 
+    # the probe (the call that carries the data's second part), at tiny sizes: its record comes back in
+    # $OUT, and its decisions and cost table stay for this machine's train commands
+    probe = slice_script("probe", 120, "--rehearse", "--device", "cpu")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    speed = json.loads((out / "speed.json").read_text())
+    assert [name for name, step in speed["steps"].items() if "result" in step] == \
+        ["costs", "overhead", "cudnn_benchmark", "streams_vs_group", "profile"]
+    assert speed["steps"]["compile"]["skipped"] and (out / "speed.md").is_file()
+    assert {"rows", "overhead"} <= json.loads((tmp_path / "machine" / "costs.json").read_text()).keys()
+    assert "PROBE_FLAGS=" in (tmp_path / "machine" / "decisions.env").read_text()
+
     trained = slice_script("train", 240, *plan)
     assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "--cudnn-benchmark" in trained.stderr  # the probe's decisions, applied
     assert "sweep: 1 of 1 runs finished" in (out / "train.log").read_text()
     with tarfile.open(out / "slice.tar") as tar:
         packed = json.loads(tar.extractfile("resnet20-A-paper-s0/summary.json").read())

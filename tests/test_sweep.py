@@ -7,6 +7,7 @@ compiled network that never falls back to eager quietly."""
 from __future__ import annotations
 
 import gc
+import json
 import math
 import time
 import weakref
@@ -14,7 +15,7 @@ import weakref
 import pytest
 import torch
 
-from resnet import inference, records, sweep
+from resnet import inference, plan, records, sweep
 from resnet import step as step_module
 from resnet import train as engine
 from resnet.config import Deadline, Execution, paper_config, tutorial_config
@@ -22,15 +23,15 @@ from resnet.distributed import Dist
 from resnet.loader import DeviceData
 from resnet.records import Job
 from resnet.state import DEVICE_FLAGS, RunState
-from resnet.sweep import next_to_open, run_sweep, train_in_turn
+from resnet.sweep import run_sweep, train_in_turn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Execution(device="cpu", progress=False)
 
 
-def tiny(**overrides):
+def tiny(arch="resnet20", **overrides):
     base = dict(iterations=8, milestones=(4,), eval_every=4, batch_size=32, test_subset=64)
-    return paper_config("resnet20", **{**base, **overrides})
+    return paper_config(arch, **{**base, **overrides})
 
 
 def weights(out) -> dict[str, torch.Tensor]:
@@ -250,17 +251,70 @@ def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp
     assert "b: unfinished: stopped by the time limit" in capsys.readouterr().err
 
 
-def test_which_run_opens_next():
-    """next_to_open: work in layer-iterations, pace per second; 100/s for 10 s at FIT_SHARE 0.8 is 800."""
-    assert sweep.FIT_SHARE == 0.8
-    assert next_to_open([], [], pace=100.0, seconds_left=10) is None
-    assert next_to_open([10**9, 1], [10**9], pace=None, seconds_left=math.inf) == 0  # no limit: in order
-    assert next_to_open([10**9], [], pace=None, seconds_left=10) == 0  # nothing open: the GPU never waits
-    assert next_to_open([1], [300], pace=None, seconds_left=10) is None  # a second run waits for the pace
-    assert next_to_open([600, 400, 100], [300], pace=100.0, seconds_left=10) == 1  # the first that fits
-    assert next_to_open([600], [300], pace=100.0, seconds_left=10) is None
-    assert next_to_open([1000, 500], [], pace=100.0, seconds_left=10) == 1
-    assert next_to_open([1000, 900], [], pace=100.0, seconds_left=10) == 0  # none fits: the first anyway
+def test_a_cost_table_opens_the_part_of_a_group_that_can_finish(cifar_data, tmp_path, slow_steps,
+                                                                monkeypatch):
+    """Four depth-20 runs (plain, A, C, A): all four would need 35.6 s of the 30 s left (24 s to plan with),
+    so only plain and A open, as a group of two that finishes; C and the second A wait, and open together
+    only once nothing else is open and nothing fits (to be paused with a checkpoint by the limit)."""
+    schedule = dict(iterations=40, eval_every=20, milestones=(20,))
+    configs = [tiny("plain20", **schedule), tiny(**schedule), tiny(shortcut="C", **schedule),
+               tiny(seed=1, **schedule)]
+    jobs = [Job(c, tmp_path / f"{c.arch}-{c.shortcut}-s{c.seed}") for c in configs]
+    clock = slow_steps(0.2)  # 0.2 s per network and iteration; the table says 10 ms per layer
+    costs = plan.Costs(per_layer=0.0, per_work=10.0)
+    opened = []
+    open_run = sweep._open_run
+
+    def recorded(unit, *args):
+        opened.append([job.out.name for job in unit])
+        return open_run(unit, *args)
+
+    monkeypatch.setattr(sweep, "_open_run", recorded)
+    train_in_turn(jobs, QUIET.replace(group=4, deadline=clock.deadline(30), costs=costs), cifar_data)
+    names = [job.out.name for job in jobs]
+    assert opened == [names[:2], names[2:]]
+    status = [records.RunFolder(j.out).status for j in jobs]
+    assert status == ["finished", "finished", "unfinished", "unfinished"]
+
+
+def test_which_unit_opens_next():
+    """resnet.plan.next_unit: a unit's seconds from ``estimate``; 10 s left at FIT_SHARE 0.8 is 8 s."""
+    assert plan.FIT_SHARE == 0.8
+    seconds = {"a": 6.0, "b": 4.0, "c": 1.0, "x": 100.0}
+
+    def estimate(unit):  # a unit's runs add up
+        return sum(seconds[name] for name in unit)
+
+    def choose(candidates, open_seconds, left=10.0, anything_open=True):
+        return plan.next_unit(candidates, estimate=estimate, open_seconds=open_seconds, seconds_left=left,
+                              anything_open=anything_open)
+
+    assert choose([], 0.0) is None
+    assert choose([["x"], ["c"]], 100.0, left=math.inf) == ["x"]  # no limit: in order
+    assert choose([["x"]], 0.0, anything_open=False) == ["x"]  # nothing open: the GPU never waits
+    assert choose([["c"]], None) is None  # a second unit waits until the open ones can be estimated
+    assert choose([["a"], ["b"], ["c"]], 3.0) == ["b"]  # the first that fits
+    assert choose([["a"]], 3.0) is None
+    assert choose([["a", "b", "c"]], 0.0) == ["a"]  # a group cut to the runs that fit: its first
+    assert choose([["b", "c", "a"]], 0.0) == ["b", "c"]
+    assert choose([["x", "c"], ["b"]], 0.0) == ["b"]  # a unit whose first run cannot fit waits whole
+    assert choose([["x"], ["x"]], 0.0, anything_open=False) == ["x"]  # none fits: the first anyway
+
+
+def test_a_cost_table_plans_groups_that_finish(tmp_path):
+    """Costs fitted to measured rows (ms per group iteration = per_layer * depth + per_work * work) give
+    the rows back, count projections (C one per block, B two), and a missing table is None."""
+    rows = [{"depth": d, "work": d * k, "ms": 0.1 * d + 0.03 * d * k} for d, k in ((20, 4), (20, 8), (56, 4))]
+    (tmp_path / "costs.json").write_text(json.dumps({"rows": rows, "overhead": 1.25, "device": "a GPU"}))
+    costs = plan.Costs.load(tmp_path / "costs.json")
+    assert costs.per_layer == pytest.approx(0.1) and costs.per_work == pytest.approx(0.03)
+    assert costs.overhead == 1.25 and "a GPU" in costs.source
+    assert plan.Costs.load(tmp_path / "missing.json") is None
+    assert [plan.projections(paper_config(a, shortcut=o)) for a, o in
+            (("plain56", "C"), ("resnet56", "A"), ("resnet56", "B"), ("resnet56", "C"))] == [0, 0, 2, 27]
+    unit = [paper_config("resnet56", shortcut=o) for o in "ABC"]
+    assert plan.group_work(unit) == 56 * 3 + 2 + 27
+    assert costs.seconds(unit, 1000) == pytest.approx(1000 * (5.6 + 0.03 * 197) * 1.25 / 1000)
 
 
 def test_a_runs_work_left_counts_what_an_earlier_command_did(tmp_path):
