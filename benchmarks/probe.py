@@ -47,7 +47,7 @@ from resnet.records import atomic_write_bytes, write_json  # noqa: E402
 from resnet.step import CudaGraphStep  # noqa: E402
 
 KEEP_COMPILE = 0.9  # torch.compile is kept where a step takes at most this share of the eager one's
-EVAL_EVERY, CHECKPOINT_EVERY = 500, 500  # the paper recipe's (resnet.config.RunConfig)
+EVAL_EVERY = 500  # the paper recipe's (resnet.config.RunConfig)
 
 
 def sizes(rehearse: bool) -> dict:
@@ -240,6 +240,15 @@ def decide(record: dict, rows: list[dict]) -> None:
     pack_s = per_network * GPU_GROUP
     decisions["pack_reserve_s"] = int(10 + 2 * pack_s) if measured else None
     decisions["overhead"] = measured.get("overhead", 1.0)
+    # checkpoints as often as the evaluations, or at a multiple of them where one costs more than 2% of
+    # the training between them (a unit that finishes needs them only to survive a failure)
+    where = (measured.get("depth"), measured.get("k"))
+    group_ms = next((r["ms"] for r in rows if (r["depth"], r["k"]) == where), None)
+    every = EVAL_EVERY
+    while (measured and group_ms and every < 8 * EVAL_EVERY
+           and measured["checkpoint_s"] > 0.02 * every * group_ms / 1000):
+        every += EVAL_EVERY
+    decisions["checkpoint_every"] = every
 
 
 def save(record: dict, out: Path) -> None:
@@ -254,7 +263,8 @@ def save(record: dict, out: Path) -> None:
                                         "overhead": overhead.get("overhead", 1.0), "rows": rows})
     if record["decisions"]:
         d = record["decisions"]
-        flags = [f"--cudnn-benchmark {d['cudnn_benchmark']}", f"--group {d['group']}"]
+        flags = [f"--cudnn-benchmark {d['cudnn_benchmark']}", f"--group {d['group']}",
+                 f"--checkpoint-every {d['checkpoint_every']}"]
         flags += ["--compile"] if d["compile"] else []
         reserve = f"PACK_RESERVE={d['pack_reserve_s']}\n" if d["pack_reserve_s"] else ""
         atomic_write_bytes(out / "decisions.env", (f"PROBE_FLAGS={shlex.quote(' '.join(flags))}\n"

@@ -113,6 +113,8 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
                         help=f"at most K runs of one depth and recipe (any seed, plain or any shortcut) "
                              f"train as one grouped network (default {GPU_GROUP} on CUDA, 1 on the CPU; 1: "
                              "every run alone)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                        help="iterations between checkpoints (default: at every evaluation)")
     parser.add_argument("--results", type=Path, default=None,
                         help="results folder (default: results/, results/short/ with --short, "
                              "results/quick/ with --quick)")
