@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack", type=Path, default=None, metavar="FILE.tar",
                         help="train nothing; write the runs' records (the published networks' model.pt, and "
                              "unfinished runs' checkpoints within --checkpoint-mb) into FILE.tar, split into "
-                             "FILE.part2.tar, ... where one archive would pass 15 MB")
+                             "FILE.part2.tar, ... where one archive would pass --archive-mb")
+    parser.add_argument("--archive-mb", type=float, default=15, metavar="MB",
+                        help="with --pack: at most this many MiB per archive (default 15: a lent GPU machine "
+                             "sends back files of at most 16 MiB)")
     parser.add_argument("--checkpoint-mb", type=float, default=64, metavar="MB",
                         help="with --pack: at most this many MB of checkpoints, the most advanced runs first "
                              "(default 64)")
@@ -162,7 +165,8 @@ def list_units(jobs: list[Job], costs: Costs | None, *, size: int) -> int:
 
 
 def pack(jobs: list[Job], args: argparse.Namespace) -> int:
-    for path in transfer.pack(jobs, args.pack, published=PUBLISHED, checkpoint_mb=args.checkpoint_mb):
+    for path in transfer.pack(jobs, args.pack, archive_mb=args.archive_mb, published=PUBLISHED,
+                              checkpoint_mb=args.checkpoint_mb):
         with tarfile.open(path) as tar:
             names = tar.getnames()
         runs = sorted({n.split("/")[0] for n in names if "/" in n})

@@ -361,7 +361,7 @@ def load_cifar10(root: str | os.PathLike, *, download: bool = False,
     10 class names); any problem raises DataError naming the file. Every batch is then hashed once in
     the binary record format and compared with `official_sha1` (the published SHA-1s by default; tests
     pass their own): all match, and the data is named "CIFAR-10" and `verified`; otherwise it is
-    "CIFAR-10 (modified copy <fingerprint>)". The check takes about 0.1 s for the full set.
+    "CIFAR-10 (modified copy <fingerprint>)".
     With download=True and no data under `root`, the official python archive is fetched, verified by
     its md5 and extracted there; data already present is used as it is. A failed load changes nothing
     on disk.

@@ -248,68 +248,6 @@ def cifar_resnet(depth: int, *, residual: bool = True, shortcut: Shortcut = "A",
     return ResNet((depth - 2) // 6, residual=residual, shortcut=shortcut, num_classes=num_classes)
 
 
-def resnet20(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """ResNet-20 (n=3), Table 6: 0.27M parameters, 8.75% error."""
-    return cifar_resnet(20, shortcut=shortcut, num_classes=num_classes)
-
-
-def resnet32(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """ResNet-32 (n=5), Table 6: 0.46M parameters, 7.51% error."""
-    return cifar_resnet(32, shortcut=shortcut, num_classes=num_classes)
-
-
-def resnet44(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """ResNet-44 (n=7), Table 6: 0.66M parameters, 7.17% error."""
-    return cifar_resnet(44, shortcut=shortcut, num_classes=num_classes)
-
-
-def resnet56(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """ResNet-56 (n=9), Table 6: 0.85M parameters, 6.97% error."""
-    return cifar_resnet(56, shortcut=shortcut, num_classes=num_classes)
-
-
-def resnet110(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """ResNet-110 (n=18), Table 6: 1.7M parameters, 6.43% error (best of 5)."""
-    return cifar_resnet(110, shortcut=shortcut, num_classes=num_classes)
-
-
-def resnet1202(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """ResNet-1202 (n=200), Table 6: 19.4M parameters, 7.93% error."""
-    return cifar_resnet(1202, shortcut=shortcut, num_classes=num_classes)
-
-
-def plain20(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """Plain-20 (Figure 6 left). ``shortcut`` has no effect on plain nets."""
-    return cifar_resnet(20, residual=False, shortcut=shortcut, num_classes=num_classes)
-
-
-def plain32(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """Plain-32 (Figure 6 left). ``shortcut`` has no effect on plain nets."""
-    return cifar_resnet(32, residual=False, shortcut=shortcut, num_classes=num_classes)
-
-
-def plain44(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """Plain-44 (Figure 6 left). ``shortcut`` has no effect on plain nets."""
-    return cifar_resnet(44, residual=False, shortcut=shortcut, num_classes=num_classes)
-
-
-def plain56(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """Plain-56 (Figure 6 left). ``shortcut`` has no effect on plain nets."""
-    return cifar_resnet(56, residual=False, shortcut=shortcut, num_classes=num_classes)
-
-
-def plain110(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
-    """Plain-110 (section 4.2: above 60% error, not plotted). ``shortcut`` has no effect."""
-    return cifar_resnet(110, residual=False, shortcut=shortcut, num_classes=num_classes)
-
-
-ARCHS: dict[str, Callable[..., ResNet]] = {
-    f.__name__: f
-    for f in (resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202,
-              plain20, plain32, plain44, plain56, plain110)
-}
-CIFAR_ARCHS: tuple[str, ...] = tuple(ARCHS)
-
 _ARCH_NAME = re.compile(r"(resnet|plain)(\d+)")
 
 
@@ -321,6 +259,41 @@ def arch_depth(arch: str) -> int:
     if match is None:
         raise ValueError(f"not a network name of the form resnetN or plainN: {arch!r}")
     return int(match[2])
+
+
+#: The named networks: Table 6's ResNets and Figure 6's plain nets, each with what the paper says of it.
+NAMED = {
+    "resnet20": "ResNet-20 (n=3), Table 6: 0.27M parameters, 8.75% error.",
+    "resnet32": "ResNet-32 (n=5), Table 6: 0.46M parameters, 7.51% error.",
+    "resnet44": "ResNet-44 (n=7), Table 6: 0.66M parameters, 7.17% error.",
+    "resnet56": "ResNet-56 (n=9), Table 6: 0.85M parameters, 6.97% error.",
+    "resnet110": "ResNet-110 (n=18), Table 6: 1.7M parameters, 6.43% error (best of 5).",
+    "resnet1202": "ResNet-1202 (n=200), Table 6: 19.4M parameters, 7.93% error.",
+    "plain20": "Plain-20 (Figure 6 left).",
+    "plain32": "Plain-32 (Figure 6 left).",
+    "plain44": "Plain-44 (Figure 6 left).",
+    "plain56": "Plain-56 (Figure 6 left).",
+    "plain110": "Plain-110 (section 4.2: above 60% error, not plotted).",
+}
+
+
+def _named(name: str, doc: str) -> Callable[..., ResNet]:
+    """The builder of the network ``name`` (``resnetN`` or ``plainN``)."""
+    depth, residual = arch_depth(name), name.startswith("resnet")
+
+    def build(*, shortcut: Shortcut = "A", num_classes: int = 10) -> ResNet:
+        return cifar_resnet(depth, residual=residual, shortcut=shortcut, num_classes=num_classes)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc + ("" if residual else " ``shortcut`` has no effect on plain nets (it is validated).")
+    return build
+
+
+ARCHS: dict[str, Callable[..., ResNet]] = {name: _named(name, doc) for name, doc in NAMED.items()}
+resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202 = (
+    ARCHS[f"resnet{d}"] for d in (20, 32, 44, 56, 110, 1202))
+plain20, plain32, plain44, plain56, plain110 = (ARCHS[f"plain{d}"] for d in (20, 32, 44, 56, 110))
+CIFAR_ARCHS: tuple[str, ...] = tuple(ARCHS)
 
 
 def is_residual(arch: str) -> bool:

@@ -7,7 +7,7 @@ Every run has its own folder, ``<arch>-<shortcut>-<recipe>-s<seed>`` (:func:`run
     log.csv        one row per evaluation: iteration, lr, train loss/error, val/test error, elapsed seconds
     summary.json   :class:`Summary`: status (finished | unfinished | diverged | failed), final errors, speed,
                    versions, data
-    checkpoint.pt  the run's state (resnet.train.RunState) for resuming; never committed
+    checkpoint.pt  the run's state (resnet.state.RunState) for resuming; never committed
     model.pt       the reported weights (final iteration, or the validation-chosen ones), for analysis
     run.lock       held (flock) by the process that trains the run; names that process
 

@@ -1,7 +1,7 @@
 """Sweeps: many independent runs, resumable, within a time limit.
 
 On CUDA one process trains several runs at once on its GPU, each on its own CUDA stream, advancing them
-in turn (a small network leaves most of an H100 idle; several fill it). With several GPUs each gets its
+in turn (a small network leaves most of a GPU idle; several fill it). With several GPUs each gets its
 share of the runs, in a process of its own. On the CPU the runs go to separate processes (``at_once`` at
 once), or run one after another in this process.
 

@@ -1,7 +1,7 @@
-"""Moving runs between machines: pack a results folder's runs into archives of at most 16 MB each, and
+"""Moving runs between machines: pack a results folder's runs into archives of a size the caller bounds, and
 unpack such archives into another results folder without ever losing a finished run.
 
-    pack(jobs, "slice.tar")              # slice.tar (and slice.part2.tar, ... when one would be too large)
+    pack(jobs, "slice.tar", archive_mb=15)   # slice.tar (and slice.part2.tar, ... when one would be larger)
     unpack(["slice.tar"], jobs)          # merges them into the jobs' run folders; returns what it did
 
 An archive holds, for every run of ``jobs`` that has records: config.json, log.csv and summary.json; the
@@ -24,9 +24,8 @@ from typing import Any
 
 from resnet.records import RunFolder, RunFolderError, atomic_write_bytes, code_version
 
-__all__ = ["ARCHIVE_LIMIT", "RECORDS", "pack", "unpack", "Unpacked"]
+__all__ = ["RECORDS", "pack", "unpack", "Unpacked"]
 
-ARCHIVE_LIMIT = 15 * 2**20  # bytes per archive: under the 16 MiB a file may have on its way back
 RECORDS = ("config.json", "log.csv", "summary.json")
 MANIFEST = "MANIFEST.json"
 _TAR_OVERHEAD = 2048  # a member's header and padding, and the end-of-archive blocks, bounded
@@ -52,12 +51,12 @@ def _members(job: Any, published: Sequence[str], with_checkpoint: bool) -> list[
     return [job.out / n for n in names if (job.out / n).is_file()]
 
 
-def pack(jobs: Sequence[Any], dest: str | Path, *, published: Sequence[str] = (),
+def pack(jobs: Sequence[Any], dest: str | Path, *, archive_mb: float, published: Sequence[str] = (),
          checkpoint_mb: float = 64) -> list[Path]:
     """Write the runs of ``jobs`` into ``dest`` (a .tar), split into several archives of at most
-    ARCHIVE_LIMIT bytes when needed; return the archives written. ``checkpoint_mb`` bounds the total size
-    of the unfinished runs' checkpoints taken."""
-    dest = Path(dest)
+    ``archive_mb`` MiB when needed (what a transfer carries per file); return the archives written.
+    ``checkpoint_mb`` bounds the total size of the unfinished runs' checkpoints taken."""
+    dest, limit = Path(dest), int(archive_mb * 2**20)
     held = [job for job in jobs
             if (job.out / "summary.json").is_file() or (job.out / "config.json").is_file()]
     unfinished = sorted((j for j in held
@@ -74,11 +73,11 @@ def pack(jobs: Sequence[Any], dest: str | Path, *, published: Sequence[str] = ()
     for job in held:
         files = _members(job, published, job.out in with_checkpoint)
         size = sum(f.stat().st_size + _TAR_OVERHEAD for f in files)
-        if size > ARCHIVE_LIMIT - 64 * 1024:
+        if size > limit - 64 * 1024:
             raise RunFolderError(f"{job.out.name}'s files take {size / 2**20:.1f} MB, more than one archive "
-                                 f"may hold ({ARCHIVE_LIMIT / 2**20:.0f} MB); pack it with a smaller "
+                                 f"may hold ({archive_mb:g} MB); pack it with a smaller "
                                  f"--checkpoint-mb")
-        if used + size > ARCHIVE_LIMIT - 64 * 1024 and groups[-1]:
+        if used + size > limit - 64 * 1024 and groups[-1]:
             groups.append([])
             used = 0
         groups[-1].extend(files)

@@ -54,6 +54,16 @@ def cifar_data(cifar_root):
     return load_cifar10(cifar_root)
 
 
+def tiny(arch: str = "resnet20", **overrides):
+    """The tests' run: the paper's recipe at a few iterations (8, the rate divided at 4, evaluated at 4
+    and 8) and batch 32, tested on 64 images: seconds on a CPU. Test modules import it:
+    ``from conftest import tiny``."""
+    from resnet.config import paper_config
+
+    base = dict(iterations=8, milestones=(4,), eval_every=4, batch_size=32, test_subset=64)
+    return paper_config(arch, **{**base, **overrides})
+
+
 class FakeClock:
     """A clock for the time limit that moves only when a training step tells it to (see ``slow_steps``):
     deadlines, a run's seconds per iteration and a sweep's pace all read it, so that what a test of

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import tiny
 from resnet import inference, models, sweep
 from resnet.config import Execution, paper_config, tutorial_config
 from resnet.group import GroupRun, GroupSGD, GroupStep, evaluate_grouped, grouped, tie
@@ -25,10 +26,6 @@ from resnet.sweep import groups, train_in_turn
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Execution(device="cpu", progress=False)
 
-
-def tiny(arch="resnet20", **overrides):
-    base = dict(iterations=8, milestones=(4,), eval_every=4, batch_size=32, test_subset=64)
-    return paper_config(arch, **{**base, **overrides})
 
 
 def seeded(seed: int) -> torch.Generator:

@@ -15,6 +15,7 @@ import weakref
 import pytest
 import torch
 
+from conftest import tiny
 from resnet import inference, plan, records, sweep
 from resnet import step as step_module
 from resnet import train as engine
@@ -28,10 +29,6 @@ from resnet.sweep import run_sweep, train_in_turn
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = Execution(device="cpu", progress=False)
 
-
-def tiny(arch="resnet20", **overrides):
-    base = dict(iterations=8, milestones=(4,), eval_every=4, batch_size=32, test_subset=64)
-    return paper_config(arch, **{**base, **overrides})
 
 
 def weights(out) -> dict[str, torch.Tensor]:

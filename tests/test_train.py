@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny
 from resnet import records
 from resnet import state as state_module
 from resnet import step as step_module
@@ -32,11 +33,6 @@ QUIET = Execution(device="cpu", progress=False)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def tiny(**overrides):
-    """A few iterations of ResNet-20 at batch 32: seconds on a CPU."""
-    base = dict(iterations=6, milestones=(3,), eval_every=3, batch_size=32, test_subset=64)
-    return paper_config("resnet20", **{**base, **overrides})
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
@@ -65,7 +61,7 @@ def test_short_run_writes_all_records(cifar_data, tmp_path):
     assert saved["run"]["graph"] is False and saved["run"]["device"] == "cpu"
     assert saved["run"]["cudnn_benchmark"] is False  # cuDNN's algorithm search is a CUDA setting
     rows = log_rows(out)
-    assert [int(r["iteration"]) for r in rows] == [3, 6]
+    assert [int(r["iteration"]) for r in rows] == [4, 8]
     assert float(rows[0]["lr"]) == pytest.approx(0.1) and float(rows[1]["lr"]) == pytest.approx(0.01)
     for r in rows:
         assert 0 <= float(r["train_error"]) <= 1 and 0 <= float(r["test_error"]) <= 1
@@ -75,7 +71,7 @@ def test_short_run_writes_all_records(cifar_data, tmp_path):
                 "ms_per_iteration", "device", "torch_version", "git_commit", "code_fingerprint",
                 "data_fingerprint", "data"):
         assert getattr(summary, key) not in (None, ""), key
-    assert summary.status == "finished" and summary.iterations_done == 6
+    assert summary.status == "finished" and summary.iterations_done == 8
     assert summary.final_test_error == float(rows[-1]["test_error"])
     assert summary.parameters == 269_722 and summary.precision == "float32"
     assert (summary.data_fingerprint, summary.data) == (cifar_data.fingerprint, cifar_data.name)
@@ -204,8 +200,8 @@ def test_divergence_from_the_command_line(run_script, cifar_root, tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--arch", "resnet21"], "unknown --arch"),
-    (["--arch", "vgg16"], "unknown --arch"),
+    (["--arch", "resnet21"], "unknown arch"),
+    (["--arch", "vgg16"], "unknown arch"),
     (["--arch", "resnet20", "--iterations", "-5"], "iterations must be positive"),
     (["--arch", "resnet20", "--lr", "0"], "lr must be"),
     (["--arch", "resnet20", "--time-limit", "0"], "positive number of seconds"),
@@ -230,7 +226,7 @@ def test_command_line_smoke(cifar_root, tmp_path):
     """One real process: --help, then a bad argument (exit 2, one paragraph, no traceback)."""
     assert "--time-limit" in subprocess.run([*TRAIN, "--help"], capture_output=True, text=True).stdout
     res = subprocess.run([*TRAIN, "--arch", "resnet21"], capture_output=True, text=True, timeout=120)
-    assert (res.returncode == 2 and res.stderr.startswith("error: unknown --arch")
+    assert (res.returncode == 2 and res.stderr.startswith("error: unknown arch")
             and "Traceback" not in res.stderr)
 
 

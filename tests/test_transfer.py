@@ -39,16 +39,16 @@ def test_packs_split_under_the_limit_and_carry_the_most_advanced_checkpoints(tmp
     jobs = plan(tmp_path / "a")
     for job, done in zip(jobs, (100, 400, 300, 200)):
         leave(job, "unfinished", done, checkpoint_mb=6)
-    archives = transfer.pack(jobs, tmp_path / "out" / "slice.tar", checkpoint_mb=13)
+    archives = transfer.pack(jobs, tmp_path / "out" / "slice.tar", archive_mb=15, checkpoint_mb=13)
     assert [a.name for a in archives] == ["slice.tar"]
     names = tarfile.open(archives[0]).getnames()
     # a budget of 13 MB takes two 6-MB checkpoints: those of the runs that got furthest (400 and 300)
     assert {n.split("/")[0] for n in names if n.endswith("checkpoint.pt")} == \
         {jobs[1].out.name, jobs[2].out.name}
     assert all(f"{j.out.name}/summary.json" in names for j in jobs)
-    archives = transfer.pack(jobs, tmp_path / "out" / "all.tar", checkpoint_mb=64)
+    archives = transfer.pack(jobs, tmp_path / "out" / "all.tar", archive_mb=15, checkpoint_mb=64)
     assert [a.name for a in archives] == ["all.tar", "all.part2.tar"]
-    assert all(a.stat().st_size <= transfer.ARCHIVE_LIMIT for a in archives)
+    assert all(a.stat().st_size <= 15 * 2**20 for a in archives)
     fresh = plan(tmp_path / "b")
     done = transfer.unpack(archives, fresh)
     assert sorted(d.action for d in done) == ["added"] * 4
@@ -62,7 +62,7 @@ def test_unpacking_never_loses_a_finished_run_nor_takes_another_plans(tmp_path):
     leave(there[0], "unfinished", 900, checkpoint_mb=0.01)  # behind the finished run here
     leave(there[1], "finished", 64_000)  # ahead of the unfinished one here
     leave(there[2], "unfinished", 100, checkpoint_mb=0.01)
-    archives = transfer.pack(there, tmp_path / "there.tar", published=(there[1].out.name,))
+    archives = transfer.pack(there, tmp_path / "there.tar", archive_mb=15, published=(there[1].out.name,))
     done = {d.run: d for d in transfer.unpack(archives, here)}
     assert done[here[0].out.name].action == "kept" and here[0].folder.status == "finished"
     assert done[here[1].out.name].action == "replaced" and here[1].folder.status == "finished"
