@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
 
 from resnet import cli, models, results, transfer  # noqa: E402
-from resnet.config import SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
-from resnet.config import paper_config, scaled_schedule, tutorial_config  # noqa: E402
+from resnet.config import RECIPES, SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
+from resnet.config import paper_config, tutorial_config  # noqa: E402
 from resnet.pretrained import PUBLISHED  # noqa: E402
 from resnet.plan import Costs  # noqa: E402
 from resnet.records import Job  # noqa: E402
@@ -74,9 +74,8 @@ def short_plan() -> list[RunConfig]:
 def rehearsal(configs: list[RunConfig], iterations: int) -> list[RunConfig]:
     """``configs`` cut to ``iterations`` each (the paper recipe's rate steps kept at 1/2 and 3/4, three
     evaluations): the whole sequence of a machine's work in minutes, before its hours are spent."""
-    cut = {"iterations": iterations, "eval_every": max(1, iterations // 3)}
-    return [c.replace(**{**cut, **(scaled_schedule(iterations) if c.recipe == "paper" else {})})
-            for c in configs]
+    cut = {"eval_every": max(1, iterations // 3), "schedule": "custom"}
+    return [c.replace(**cut, **RECIPES[c.recipe].shortened(iterations)) for c in configs]
 
 
 def shard(text: str) -> tuple[int, int]:

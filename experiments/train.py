@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
 
 from resnet import cli, models  # noqa: E402
-from resnet.config import RECIPES, RunConfig, on_schedule, scaled_schedule, schedule_of  # noqa: E402
+from resnet.config import RECIPES, RunConfig, on_schedule, schedule_of  # noqa: E402
 from resnet.distributed import Dist  # noqa: E402
 from resnet.records import Summary, default_run_dir  # noqa: E402
 from resnet.cifar10 import load_data  # noqa: E402
@@ -67,16 +67,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
+    """The recipe's config for the flags. A run whose length, evaluations or data the flags change is on a
+    schedule of its own ("custom": recorded under results/custom/, never drawn beside the paper's)."""
+    recipe = RECIPES[args.recipe]
     overrides = {k: v for k, v in {
-        "shortcut": args.shortcut, "eval_every": args.eval_every, "lr": args.lr, "seed": args.seed,
-        "precision": args.precision, "val_size": args.val_size, "train_subset": args.train_subset,
-        "test_subset": args.test_subset}.items() if v is not None}
+        "shortcut": args.shortcut, "lr": args.lr, "seed": args.seed, "precision": args.precision}.items()
+        if v is not None}
+    own = {k: v for k, v in {"eval_every": args.eval_every, "val_size": args.val_size,
+                             "train_subset": args.train_subset, "test_subset": args.test_subset}.items()
+           if v is not None}
     if args.iterations is not None:
-        schedule = scaled_schedule(args.iterations)
-        overrides.update(schedule if args.recipe == "paper" else {"iterations": schedule["iterations"]})
+        own.update(recipe.shortened(args.iterations))
     if args.milestones is not None:
-        overrides["milestones"] = tuple(args.milestones)
-    return on_schedule(RECIPES[args.recipe](args.arch, **overrides), cli.schedule(args))
+        own["milestones"] = tuple(args.milestones)
+    custom = {"schedule": "custom"} if own else {}
+    return on_schedule(recipe(args.arch, **overrides, **own, **custom), cli.schedule(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,12 +24,10 @@ import torch
 from resnet import models
 
 __all__ = ["ConfigError", "RunConfig", "Execution", "GPU_GROUP", "Deadline", "resolve_device",
-           "paper_config",
-           "tutorial_config", "STOP_RULES", "RECIPES", "FIGURE6_ARCHS", "SHORTCUT_DEPTHS", "scaled_schedule",
-           "SCHEDULES",
-           "SHORT", "QUICK", "QUICK_TUTORIAL", "on_schedule", "schedule_of", "quick", "is_quick",
-           "describe_schedule", "evaluates_after", "checks_without_improvement",
-           "learning_rate"]
+           "paper_config", "tutorial_config", "STOP_RULES", "Recipe", "RECIPES", "FIGURE6_ARCHS",
+           "SHORTCUT_DEPTHS", "scaled_schedule", "SCHEDULES", "SHORT", "QUICK", "QUICK_TUTORIAL",
+           "on_schedule", "schedule_of", "quick", "is_quick", "describe_schedule", "evaluates_after",
+           "checks_without_improvement", "learning_rate"]
 
 
 class ConfigError(ValueError):
@@ -81,6 +79,7 @@ class RunConfig:
     normalization: str = "pixel"  # "pixel": the paper's per-pixel mean subtraction; "channel": mean/std
     precision: str = "bf16"
     seed: int = 0
+    schedule: str = "full"  # the schedule it is on (SCHEDULES), or "custom": a length of its own
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -125,6 +124,8 @@ class RunConfig:
             (self.precision in ("bf16", "fp32"),
              f"precision must be 'bf16' or 'fp32'; got {self.precision!r}"),
             (self.seed >= 0, f"seed must be >= 0; got {self.seed}"),
+            (self.schedule in (*SCHEDULES, "custom"),
+             f"schedule must be one of {', '.join(SCHEDULES)} or custom; got {self.schedule!r}"),
         ]
         return [message for ok, message in checks if not ok]
 
@@ -140,6 +141,8 @@ class RunConfig:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         if d.get("patience") is not None and "stop_rule" not in d:
             d = {**d, "stop_rule": "best"}  # a record of the code before stop_rule: its one rule
+        if "schedule" not in d:  # a record of the code before the field: the schedule it matches
+            return _legacy_schedule(cls(**{**d, "schedule": "full"}))
         return cls(**d)
 
     def replace(self, **overrides: Any) -> RunConfig:
@@ -186,7 +189,26 @@ def tutorial_config(arch: str = "resnet20", **overrides: Any) -> RunConfig:
 STOP_RULES = ("previous", "best")
 
 
-RECIPES = {"paper": paper_config, "tutorial": tutorial_config}
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe: the config it builds for a network (calling it builds one), whether the short schedule
+    shortens it (``scales``: the paper's 64k iterations do, its rate steps kept at 1/2 and 3/4; the
+    tutorial's early-stopped run is short already and stays as it is), its quick variant (``quick``: the
+    overrides of the quick schedule) and whether its runs can train as one group (SGD, without early
+    stopping: resnet.group)."""
+
+    name: str
+    build: Callable[..., RunConfig]
+    scales: bool
+    quick: dict[str, Any]
+    groups: bool
+
+    def __call__(self, arch: str, **overrides: Any) -> RunConfig:
+        return self.build(arch, **overrides)
+
+    def shortened(self, iterations: int) -> dict[str, Any]:
+        """The overrides that make a run of this recipe ``iterations`` long."""
+        return scaled_schedule(iterations) if self.scales else {"iterations": iterations}
 
 #: The paper's CIFAR-10 networks: Figure 6 and Table 6 (plain nets and option-A ResNets), and the depths
 #: of the shortcut ablation (Table 3's options A/B/C, which the paper ran on ImageNet, here on CIFAR-10).
@@ -208,25 +230,36 @@ QUICK = dict(**scaled_schedule(200), eval_every=25, train_subset=10_000, test_su
 QUICK_TUTORIAL = dict(iterations=600, eval_every=25, test_every=2, train_subset=10_000, val_size=1_000,
                       test_subset=1_000, max_epochs=50)
 
+RECIPES = {"paper": Recipe("paper", paper_config, scales=True, quick=QUICK, groups=True),
+           "tutorial": Recipe("tutorial", tutorial_config, scales=False, quick=QUICK_TUTORIAL, groups=False)}
+
 
 def on_schedule(config: RunConfig, schedule: str) -> RunConfig:
-    """``config`` on ``schedule`` (one of SCHEDULES)."""
+    """``config`` on ``schedule`` (one of SCHEDULES), as its recipe has it there."""
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+    recipe = RECIPES[config.recipe]
     if schedule == "quick":
-        return config.replace(**(QUICK_TUTORIAL if config.recipe == "tutorial" else QUICK))
-    if schedule == "short" and config.recipe != "tutorial":
-        return config.replace(**SHORT)
+        return config.replace(**recipe.quick, schedule="quick")
+    if schedule == "short" and recipe.scales:
+        return config.replace(**SHORT, schedule="short")
     return config
 
 
 def schedule_of(config: RunConfig) -> str:
-    """The schedule ``config`` is on: "quick", "short" or "full" (anything else is "full" too)."""
-    if on_schedule(config, "quick") == config:
-        return "quick"
-    if config.recipe != "tutorial" and on_schedule(config, "short") == config:
-        return "short"
-    return "full"
+    """The schedule ``config`` is on: "full", "short", "quick" or "custom" (its own field)."""
+    return config.schedule
+
+
+def _legacy_schedule(config: RunConfig) -> RunConfig:
+    """A config read from a record of the code before RunConfig.schedule: "quick" on a training subset
+    (only the quick schedule had one), "short" where it is the short schedule of a recipe that scales, else
+    "full"."""
+    if config.train_subset is not None:
+        return config.replace(schedule="quick")
+    if RECIPES[config.recipe].scales and on_schedule(config, "short").replace(schedule="full") == config:
+        return config.replace(schedule="short")
+    return config
 
 
 def quick(config: RunConfig) -> RunConfig:
@@ -246,7 +279,7 @@ def describe_schedule(config: RunConfig) -> str:
         data += f" less {config.val_size:,} held out for validation"
     test = f", first {config.test_subset:,} test images" if config.test_subset else ""
     full = RunConfig().iterations
-    shorter = config.recipe == "paper" and config.iterations < full and full % config.iterations == 0
+    shorter = RECIPES[config.recipe].scales and config.iterations < full and full % config.iterations == 0
     part = f" (1/{full // config.iterations} of the paper's schedule)" if shorter else ""
     length = f"{config.iterations:,} iterations{part}"
     if config.stop_rule is not None:  # the run's length is the early stop's, not the budget's

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from resnet import inference, models
 from resnet.cifar10 import CIFAR10
-from resnet.config import ConfigError, Execution, RunConfig
+from resnet.config import RECIPES, ConfigError, Execution, RunConfig
 from resnet.loader import GroupedBatches
 from resnet.records import Job, Summary
 from resnet.state import Diverged
@@ -328,9 +328,9 @@ def evaluate_grouped(net: GroupedResNet, images: Tensor, labels: Tensor, *, mean
 
 
 def can_group(config: RunConfig) -> bool:
-    """Whether ``config``'s run can train in a group: SGD, without early stopping on validation (the
-    tutorial recipe: its end is each run's own decision)."""
-    return config.optimizer == "sgd" and config.stop_rule is None
+    """Whether ``config``'s run can train in a group: its recipe's runs can (not the tutorial's, whose end is
+    each run's own decision on validation), with SGD (the group's update is GroupSGD's)."""
+    return RECIPES[config.recipe].groups and config.optimizer == "sgd" and config.stop_rule is None
 
 
 def network_of(config: RunConfig) -> RunConfig:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from resnet import config as config_module
-from resnet.config import (SHORT, ConfigError, Deadline, Execution, RunConfig, checks_without_improvement,
-                           describe_schedule, evaluates_after, learning_rate, on_schedule, paper_config,
-                           quick, scaled_schedule, schedule_of, tutorial_config)
+from resnet.config import (RECIPES, SHORT, ConfigError, Deadline, Execution, RunConfig,
+                           checks_without_improvement, describe_schedule, evaluates_after, learning_rate,
+                           on_schedule, paper_config, quick, scaled_schedule, schedule_of, tutorial_config)
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_paper_defaults():
@@ -64,6 +67,31 @@ def test_scaled_short_and_quick_schedules():
         "held out for validation")
     with pytest.raises(ConfigError):
         scaled_schedule(0)
+    assert [c.schedule for c in (short, q)] == ["short", "quick"]
+    assert RECIPES["paper"].shortened(2_000) == {"iterations": 2_000, "milestones": (1_000, 1_500)}
+    assert RECIPES["tutorial"].shortened(600) == {"iterations": 600}  # its own rule ends it, unscaled
+
+
+def test_every_committed_record_loads_on_the_schedule_of_its_folder():
+    """Records written before RunConfig.schedule existed load with the schedule they were classed on."""
+    found = 0
+    for path in sorted(REPO.glob("results/**/runs/*/config.json")):
+        config = RunConfig.from_dict(json.loads(path.read_text())["config"])
+        folder = path.parents[2].name
+        assert config.schedule == {"results": "full"}.get(folder, folder), path
+        found += 1
+    assert found >= 39  # the committed records of the three schedules
+
+
+def test_a_hand_made_length_is_a_schedule_of_its_own():
+    """experiments/train.py --iterations 2000 is not the short schedule: its records go to results/custom/."""
+    import runpy
+    train = runpy.run_path(str(REPO / "experiments" / "train.py"), run_name="train")
+    args = train["parse_args"](["--arch", "resnet20", "--iterations", "2000"])
+    config = train["build_config"](args)
+    assert config.schedule == "custom" and config.milestones == (1_000, 1_500)
+    assert train["build_config"](train["parse_args"](["--arch", "resnet20", "--short"])).schedule == "short"
+    assert train["build_config"](train["parse_args"](["--arch", "resnet20"])).schedule == "full"
     with pytest.raises(ConfigError, match="schedule"):
         on_schedule(RunConfig(), "long")
 

@@ -88,9 +88,11 @@ TINY_TUTORIAL = dict(iterations=6, eval_every=2, train_subset=256, val_size=200,
 @pytest.fixture()
 def tiny_quick(monkeypatch):
     """The --quick schedule shrunk to a few iterations: the same code path as a user's --quick."""
+    import dataclasses
+
     from resnet import config
-    monkeypatch.setattr(config, "QUICK", TINY)
-    monkeypatch.setattr(config, "QUICK_TUTORIAL", TINY_TUTORIAL)
+    for name, quick in (("paper", TINY), ("tutorial", TINY_TUTORIAL)):
+        monkeypatch.setitem(config.RECIPES, name, dataclasses.replace(config.RECIPES[name], quick=quick))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
