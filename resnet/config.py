@@ -438,6 +438,11 @@ class Execution:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = self.benchmarks_cudnn(device)
 
+    def units_at_once(self, device: torch.device) -> int:
+        """How many units (runs, or groups) train at once on ``device``: as asked, else 8 on CUDA (each on
+        its own stream) and 1 on the CPU (more are more processes, one thread each)."""
+        return self.at_once if self.at_once is not None else 8 if device.type == "cuda" else 1
+
     def group_size(self, device: torch.device) -> int:
         """At most how many runs train as one grouped network on ``device``."""
         return self.group if self.group is not None else GPU_GROUP if device.type == "cuda" else 1

@@ -70,8 +70,8 @@ def run_sweep(jobs: Sequence[Job], execution: Execution = Execution(), *, data: 
         _in_processes(train_in_turn, shares, execution, n, data_dir=data_dir, download=download)
     elif device.type == "cuda" or execution.group_size(device) > 1:
         train_in_turn(todo, execution.replace(device=str(device)), data)
-    elif (execution.at_once or 1) > 1 and len(todo) > 1:
-        _in_processes(_train_on_cpu, [[job] for job in todo], execution, execution.at_once,
+    elif execution.units_at_once(device) > 1 and len(todo) > 1:
+        _in_processes(_train_on_cpu, [[job] for job in todo], execution, execution.units_at_once(device),
                       data_dir=data_dir, download=download)
     else:
         _train_on_cpu(todo, execution, data)
@@ -156,16 +156,16 @@ def _train_on_cpu(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | Non
 # -- one GPU: several runs at once, each on its own stream ---------------------------------------------
 def train_in_turn(jobs: Sequence[Job], execution: Execution, data: CIFAR10 | None = None, *,
                   data_dir: str | None = None, download: bool = False) -> None:
-    """Several runs in this process: up to ``execution.at_once`` units open at a time (default 8), advanced in
-    turn by ``CHUNK`` iterations each (on CUDA each run's work goes to its own stream, so the GPU overlaps
-    them); runs that differ only in their seed open together as one grouped network (see groups); the
-    next unit starts as one ends (under a time limit, the next that can still finish: resnet.plan.next_unit),
-    and an ended run lets go of its model, optimizer and graph. A run that fails is recorded as 'failed'
-    and the others go on. At the deadline, or when the sweep itself is stopped, every open run is paused
-    with a checkpoint."""
+    """Several runs in this process: up to ``execution.units_at_once`` units open at a time, advanced in
+    turn by ``CHUNK`` iterations each (on CUDA each unit's work goes to its own stream, so the GPU overlaps
+    them); the runs of one depth and recipe at the same iteration open together as one grouped network
+    (see groups); the next unit opens as one ends (under a time limit, the next that can still finish:
+    resnet.plan.next_unit), and an ended run is dropped with its model, optimizer and graph. A run that
+    fails is recorded as 'failed' and the others go on. At the deadline, or when the sweep itself is
+    stopped, every open run is paused with a checkpoint."""
     data = data if data is not None else load_data(data_dir, download=download)
     device = execution.torch_device
-    at_once = execution.at_once or 8
+    at_once = execution.units_at_once(device)
     # one stream per unit at once, reused by the units that follow it: torch.cuda.Stream() cycles through a
     # pool of 32, so fresh streams for 55 runs would put two open runs on one stream
     streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(at_once)]
