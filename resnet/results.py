@@ -28,8 +28,9 @@ from resnet.records import REPO_ROOT, RESULTS_DIR, RunFolder, atomic_write_bytes
 __all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "markdown_table",
            "records_root", "schedule_name", "code_label",
            "figures_dir_for", "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label",
-           "seed_table", "table6", "shortcut_table", "degradation_curves", "confusion_records",
-           "layer_response_records", "build", "build_augmentation", "record_label", "display_path"]
+           "seed_table", "table6", "shortcut_table", "tutorial_table", "degradation_curves",
+           "confusion_records", "layer_response_records", "build", "build_augmentation", "record_label",
+           "display_path"]
 
 #: Paper Table 6: CIFAR-10 test error (%) of the ResNets. 110: best of 5 runs; their mean is 6.61 ± 0.16.
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (best of 5; mean 6.61 ± 0.16)",
@@ -201,17 +202,54 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def shortcut_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Options A, B and C per depth: final test error (mean ± std over seeds) and parameters."""
+    """Options A, B and C per depth: final test and training error (mean ± std over seeds), and
+    parameters."""
     table = seed_table(shortcut_runs(runs), by=("arch", "shortcut"))
     rows = []
     for depth in sorted(set(table["depth"])):
+        found = {option: _row(table, depth=depth, shortcut=option) for option in models.SHORTCUTS}
         row: dict[str, Any] = {"layers": depth}
-        for option in models.SHORTCUTS:
-            found = _row(table, depth=depth, shortcut=option)
-            row[f"{option} test"] = _percent(found)
-            row[f"{option} params"] = "–" if found is None else f"{int(found['parameters']):,}"
+        row.update({f"{option} test": _percent(found[option]) for option in models.SHORTCUTS})
+        row.update({f"{option} train": _percent(found[option], "train") for option in models.SHORTCUTS})
+        row.update({f"{option} params": "–" if run is None else f"{int(run['parameters']):,}"
+                    for option, run in found.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def tutorial_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The tutorial recipe's runs beside the tutorial's published accuracy: where early stopping ended each
+    (iteration, epoch), the final weights' test accuracy (the reported number, as the tutorial reports its
+    own), and the lowest-validation-error weights' iteration and accuracies (chosen on validation: a second
+    number, never the reported one)."""
+    if runs.empty:
+        return pd.DataFrame()
+    tutorial = runs[(runs["recipe"] == "tutorial") & (runs["status"] == "finished")]
+    rows = []
+    for _, run in tutorial.iterrows():
+        config = RunConfig.from_dict(run["config"])
+        per_epoch = 45_000 // config.batch_size if not config.train_subset else None
+        epoch = f" (epoch {run['iterations_done'] / per_epoch:.1f})" if per_epoch else ""
+        best = run.get("best_val_iteration")
+        if run["selection"] == "validation":  # a record of the code before the tutorial's own rule
+            best = run["selected_iteration"]
+            run = run.copy()
+            run["best_val_error"] = run["final_val_error"]
+            run["best_val_test_error"] = run["final_test_error"]
+            run["final_test_error"] = math.nan
+        rows.append({
+            "run": run["run"],
+            "stopped at": f"{int(run['iterations_done']):,} of {int(run['iterations_planned']):,}{epoch}",
+            "test accuracy, final weights": _accuracy(run["final_test_error"]),
+            "tutorial's test accuracy": f"{100 - TUTORIAL_TEST_ERROR:.2f}",
+            "lowest validation error at": "–" if pd.isna(best) else f"{int(best):,}",
+            "its validation accuracy": _accuracy(run["best_val_error"]),
+            "its test accuracy": _accuracy(run["best_val_test_error"])})
+    return pd.DataFrame(rows)
+
+
+def _accuracy(error: float | None) -> str:
+    return "–" if error is None or pd.isna(error) else f"{100 * (1 - error):.2f}"
 
 
 # ------------------------------------------------------------------------------------------ figure inputs
@@ -281,9 +319,20 @@ def _build_shortcuts(root: Path, out: Path) -> list[Path]:
     text = label(runs)
     fig = plots.plot_shortcuts(seed_table(runs, by=("arch", "shortcut")),
                                title=f"Shortcut options A/B/C (CIFAR-10)\n{text}")
-    title = f"**Shortcut options (CIFAR-10 test error, %)**: {text}; final iteration."
+    title = f"**Shortcut options (CIFAR-10 test and training error, %)**: {text}; final iteration."
     return [plots.save_figure(fig, out / "shortcuts.png"),
             *_write_table(shortcut_table(runs), out / "shortcuts", title)]
+
+
+def _build_tutorial(root: Path, out: Path) -> list[Path]:
+    runs = load_runs(root)
+    table = tutorial_table(runs)
+    if table.empty:
+        return []
+    tutorial = runs[runs["run"].isin(table["run"])]
+    title = (f"**The tutorial recipe (CIFAR-10 test accuracy, %)**: {label(tutorial)}; Adam, 45k/5k split, "
+             "the tutorial's early stopping; the reported model is the final weights, as the tutorial's.")
+    return _write_table(table, out / "tutorial", title)
 
 
 def _build_confusion(root: Path, out: Path) -> list[Path]:
@@ -309,7 +358,8 @@ def _build_layer_responses(root: Path, out: Path) -> list[Path]:
 
 
 BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
-    "degradation": _build_degradation, "shortcuts": _build_shortcuts, "confusion": _build_confusion,
+    "degradation": _build_degradation, "shortcuts": _build_shortcuts, "tutorial": _build_tutorial,
+    "confusion": _build_confusion,
     "layer_responses": _build_layer_responses,
 }
 

@@ -28,7 +28,7 @@ QUIET = Execution(device="cpu", progress=False)
 TINY = dict(iterations=4, eval_every=2, milestones=(2,), batch_size=32, test_subset=64)
 RUNS = {"plain20": ("plain20", "A", 0), "resnet20-A": ("resnet20", "A", 0),
         "resnet20-A-s1": ("resnet20", "A", 1), "resnet20-B": ("resnet20", "B", 0)}
-BUILDERS = ("degradation", "shortcuts", "confusion", "layer_responses")
+BUILDERS = ("degradation", "shortcuts", "tutorial", "confusion", "layer_responses")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,12 +94,32 @@ def test_table6_is_the_summaries_mean_and_std_over_seeds(trained):
     assert row["ResNet test, paper"] == "8.75"  # option B runs are not Table 6's
 
 
+def test_the_tutorial_table_reports_the_final_weights_beside_the_tutorial(results_copy, cifar_data):
+    """A real (tiny) tutorial-recipe run: the table gives where it stopped, its final weights' accuracy (the
+    reported number) beside the tutorial's 85.78%, and the lowest-validation-error weights' as a second."""
+    from resnet.config import tutorial_config
+    cfg = tutorial_config("resnet20", iterations=12, eval_every=4, val_size=200, batch_size=32,
+                          test_subset=64)
+    out = default_run_dir(cfg, root=results_copy["root"] / "runs")
+    summary = engine.train(cfg, data=cifar_data, out=out, execution=QUIET)
+    (row,) = results.tutorial_table(results.load_runs(results_copy["root"])).to_dict("records")
+    assert row["run"] == "resnet20-A-tutorial-s0" and row["tutorial's test accuracy"] == "85.78"
+    assert row["stopped at"].startswith(f"{summary.iterations_done:,} of ")
+    assert row["test accuracy, final weights"] == f"{100 * (1 - summary.final_test_error):.2f}"
+    assert row["lowest validation error at"] == f"{summary.best_val_iteration:,}"
+    assert row["its test accuracy"] == f"{100 * (1 - summary.best_val_test_error):.2f}"
+    made = results.build(results_copy["root"], only=("tutorial",), out=results_copy["root"] / "figures")
+    assert [p.name for p in made] == ["tutorial.md", "tutorial.csv"]
+    assert results.tutorial_table(results.load_runs(results_copy["root"]).iloc[:0]).empty
+
+
 def test_shortcut_table(trained):
     (_, _, a0), (_, _, a1), (_, _, b) = (trained["runs"][k]
                                          for k in ("resnet20-A", "resnet20-A-s1", "resnet20-B"))
     row = results.shortcut_table(results.load_runs(trained["root"])).iloc[0]
     assert row["A test"].startswith(f"{pct(a0.final_test_error, a1.final_test_error):.2f} ± ")
     assert row["B test"] == f"{pct(b.final_test_error):.2f}"
+    assert row["B train"] == f"{pct(b.final_train_error):.2f}"
     assert (row["A params"], row["B params"], row["C test"], row["C params"]) \
         == ("269,722", "272,474", "–", "–")
 
