@@ -5,14 +5,19 @@ Modules, each using only those above it:
     models      the paper's CIFAR-10 networks: blocks, shortcut options A/B/C, plain vs residual
     imagenet    the ImageNet family (Table 1), equal to torchvision's
     cifar10     CIFAR-10 on disk: both official layouts, verified by the official SHA-1s, the 45k/5k split
-    loader      the training batches on the device: crop, flip, normalisation
-    config      the recipe (RunConfig), the schedules, the learning rate; how runs execute (Execution)
-    records     a run's folder (RunFolder): config, log, summary, checkpoint, model, lock, code version
+    config      the recipe (RunConfig, Recipe), the schedules, the learning rate, early stopping's rule;
+                how runs execute (Execution, Deadline)
     distributed data parallelism with torchrun
+    loader      the training batches on the device (crop, flip, normalisation; a group's in one gather),
+                and what a run trains on (DeviceData)
+    records     a run's folder (RunFolder) and a planned run (Job): config, log, summary, checkpoint,
+                model, lock, code version
     inference   the one path from images to outputs (evaluation, confusion, layer responses)
-    step        a run's data on its device, its state (the checkpoint), one step (eager or CUDA graph)
-    train       a run that a driver advances (Run), and the loop (train)
-    group       runs of one network (its seeds) trained as one grouped network (GroupRun)
+    state       a run's state, which is its checkpoint (RunState)
+    step        one training iteration (eager, or captured in a CUDA graph)
+    train       a run that a driver opens, advances and ends (Run), and the loop (train)
+    group       the runs of one depth (any seed and shortcut) trained as one grouped network (GroupRun)
+    plan        what a time-limited sweep opens next: units that can finish, by a measured cost table
     sweep       many runs: in turn on one GPU, a share per GPU, processes on the CPU; a time limit
     transfer    packing runs to move them between machines, and unpacking them
     pretrained  published weights: publish, load by name, load any weights file
