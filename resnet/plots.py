@@ -58,9 +58,12 @@ def styled(fn):
     return wrapper
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> pathlib.Path:
-    """Write `fig` to `path` as a PNG at 150 dpi, atomically; create the folder if needed."""
+def save_figure(fig: Figure, path: str | os.PathLike, *, caption: str | None = None) -> pathlib.Path:
+    """Write `fig` to `path` as a PNG at 150 dpi, atomically; create the folder if needed. ``caption``: a
+    small grey line at the foot of the figure (where it came from: the code that made its records)."""
     path = pathlib.Path(path)
+    if caption:
+        fig.text(0.005, 0.003, caption, fontsize=6.5, color="0.45", ha="left", va="bottom")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -30,7 +30,7 @@ __all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR",
            "figures_dir_for", "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label",
            "seed_table", "table6", "shortcut_table", "tutorial_table", "degradation_curves",
            "confusion_records", "layer_response_records", "build", "build_augmentation", "record_label",
-           "display_path"]
+           "record_code", "display_path"]
 
 #: Paper Table 6: CIFAR-10 test error (%) of the ResNets. 110: best of 5 runs; their mean is 6.61 ± 0.16.
 PAPER_TABLE6 = {20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43 (best of 5; mean 6.61 ± 0.16)",
@@ -123,9 +123,10 @@ def shortcut_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs if runs.empty else runs[runs["residual"]]
 
 
-def label(runs: pd.DataFrame) -> str:
+def label(runs: pd.DataFrame, *, code: bool = True) -> str:
     """The one line every figure and table carries: schedule, data and seeds, from the records themselves,
-    e.g. "64,000 iterations, batch 128, all training images · CIFAR-10 · seeds 0, 1, 2 · code 5bdf716"."""
+    e.g. "64,000 iterations, batch 128, all training images · CIFAR-10 · seeds 0, 1, 2 · code 5bdf716"
+    (without the code with ``code=False``: a figure's title; its caption names the code)."""
     if runs.empty:
         return ""
     configs = [RunConfig.from_dict(c) for c in runs["config"]]
@@ -134,7 +135,8 @@ def label(runs: pd.DataFrame) -> str:
     seeds = sorted(set(runs["seed"]))
     seed_text = f"seed\u00a0{seeds[0]}" if len(seeds) == 1 else f"seeds\u00a0{', '.join(map(str, seeds))}"
     return (f"{quick}{max(set(schedules), key=schedules.count)} · "
-            f"{' / '.join(sorted(set(runs['data'])))} · {seed_text} · {code_label(runs)}")
+            f"{' / '.join(sorted(set(runs['data'])))} · {seed_text}"
+            + (f" · {code_label(runs)}" if code else ""))
 
 
 def code_label(runs: pd.DataFrame) -> str:
@@ -274,12 +276,18 @@ def layer_response_records(results_root: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: (models.is_residual(r["arch"]), models.arch_depth(r["arch"])))
 
 
-def record_label(record: dict[str, Any]) -> str:
-    """The one-line label of a record derived from a trained run (confusion, layer responses)."""
+def record_label(record: dict[str, Any], *, code: bool = True) -> str:
+    """The one-line label of a record derived from a trained run (confusion, layer responses); without
+    the code with ``code=False`` (a figure's title: record_code is its caption)."""
     quick = "quick run: " if record.get("quick") else ""
+    text = f"{quick}{record['schedule']} · {record['data']} · seed\u00a0{record.get('seed', 0)}"
+    return text + (f" · {record_code(record)}" if code else "")
+
+
+def record_code(record: dict[str, Any]) -> str:
+    """The code that made a derived record's run, as "code 5bdf716" (or the sources' fingerprint)."""
     commit = str(record.get("run_git_commit") or "unknown")
-    code = commit[:7] if commit != "unknown" else record.get("run_code_fingerprint") or "unknown"
-    return f"{quick}{record['schedule']} · {record['data']} · seed\u00a0{record.get('seed', 0)} · code {code}"
+    return "code " + (commit[:7] if commit != "unknown" else record.get("run_code_fingerprint") or "unknown")
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -305,10 +313,10 @@ def _build_degradation(root: Path, out: Path) -> list[Path]:
         return []
     text = label(runs)
     fig = plots.plot_degradation(degradation_curves(runs),
-                                 title=f"Figure 6 (CIFAR-10): plain vs residual\n{text}")
+                                 title=f"Figure 6 (CIFAR-10): plain vs residual\n{label(runs, code=False)}")
     title = (f"**Table 6 (CIFAR-10 error, %)**: ours ({text}; final iteration, never chosen on the test set; "
              f"test and training error) beside the paper's test error.")
-    return [plots.save_figure(fig, out / "fig6_degradation.png"),
+    return [plots.save_figure(fig, out / "fig6_degradation.png", caption=code_label(runs)),
             *_write_table(table6(runs), out / "table6", title)]
 
 
@@ -318,9 +326,9 @@ def _build_shortcuts(root: Path, out: Path) -> list[Path]:
         return []
     text = label(runs)
     fig = plots.plot_shortcuts(seed_table(runs, by=("arch", "shortcut")),
-                               title=f"Shortcut options A/B/C (CIFAR-10)\n{text}")
+                               title=f"Shortcut options A/B/C (CIFAR-10)\n{label(runs, code=False)}")
     title = f"**Shortcut options (CIFAR-10 test and training error, %)**: {text}; final iteration."
-    return [plots.save_figure(fig, out / "shortcuts.png"),
+    return [plots.save_figure(fig, out / "shortcuts.png", caption=code_label(runs)),
             *_write_table(shortcut_table(runs), out / "shortcuts", title)]
 
 
@@ -340,9 +348,9 @@ def _build_confusion(root: Path, out: Path) -> list[Path]:
     for rec in confusion_records(root):
         title = (f"Confusion matrix: {rec['run']} ({rec['selection']}), "
                  f"test error {100 * rec['test_error']:.2f}%\n"
-                 f"{record_label(rec)}")
+                 f"{record_label(rec, code=False)}")
         made.append(plots.save_figure(plots.plot_confusion(rec["matrix"], rec["classes"], title=title),
-                                      out / f"confusion_{rec['run']}.png"))
+                                      out / f"confusion_{rec['run']}.png", caption=record_code(rec)))
     return made
 
 
@@ -353,8 +361,9 @@ def _build_layer_responses(root: Path, out: Path) -> list[Path]:
     fig = plots.plot_layer_responses({r["arch"]: r["stds"] for r in records},
                                      title="Figure 7: std of 3x3 layer responses "
                                            "(after BN, before addition/ReLU)\n"
-                                           + record_label(records[0]))
-    return [plots.save_figure(fig, out / "fig7_layer_responses.png")]
+                                           + record_label(records[0], code=False))
+    return [plots.save_figure(fig, out / "fig7_layer_responses.png",
+                              caption=", ".join(sorted({record_code(r) for r in records})))]
 
 
 BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
