@@ -1,9 +1,9 @@
 """What a sweep opens next under a time limit: a unit (the runs of one depth trained as one group, or a run
 alone) that can finish before the limit, at the pace a table of measured costs gives for it.
 
-A GPU is lent in slices of minutes, and a run paused at the end of one lives only as long as the machine
-that holds its checkpoint. So under a time limit the sweep opens a unit only when it and the units already
-open can all finish in time, and it fills what time is left with smaller units that can:
+GPU time may come in stretches of minutes, and a run paused at the end of one lives only as long as the
+machine that holds its checkpoint. So under a time limit the sweep opens a unit only when it and the units
+already open can all finish in time, and it fills what time is left with smaller units that can:
 
     costs = Costs.load("benchmarks/results/costs.json")     # written by benchmarks/probe.py on the GPU
     unit = next_unit(pending, open_seconds=..., seconds_left=540, costs=costs, size=12)
