@@ -90,6 +90,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=positive_seconds, default=None, metavar="SECONDS",
                         help="end cleanly before this many seconds: unfinished runs are checkpointed, and "
                              "the same command continues them")
+    parser.add_argument("--finish-by", type=positive_seconds, default=None, metavar="SECONDS",
+                        help="with --time-limit: open only the units that can finish within this many "
+                             "seconds (default: the time limit); longer than it when later commands on the "
+                             "same machine continue what this one pauses")
     parser.add_argument("--no-graph", dest="graph", action="store_const", const=False, default=None,
                         help="on CUDA, run the eager step instead of the CUDA-graph step")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
@@ -183,6 +187,7 @@ def execution(args: argparse.Namespace, *, costs: Any = None) -> Execution:
                      checkpoint_every=getattr(args, "checkpoint_every", None),
                      progress=not getattr(args, "no_progress", False),
                      deadline=Deadline.after(args.time_limit), costs=costs,
+                     finish_by=(Deadline.after(args.finish_by) if getattr(args, "finish_by", None) else None),
                      command=this_command())
 
 

@@ -387,6 +387,8 @@ class Execution:
     CUDA (default 8). ``group``: at most this many runs of one depth and recipe trained as one grouped
     network (resnet.group; default GPU_GROUP on CUDA, 1 on the CPU, where it gains nothing; 1 trains every
     run alone). ``checkpoint_every``: iterations between checkpoints (default: at every evaluation).
+    ``finish_by``: the horizon the planner opens units for, when it lies beyond ``deadline`` (the rest of a
+    GPU slice of several commands on one machine: a unit the command pauses continues in the next).
     ``command``: the command line that continues the work, for the last lines a command prints."""
 
     device: str = "auto"
@@ -399,6 +401,7 @@ class Execution:
     checkpoint_every: int | None = None
     progress: bool = True
     deadline: Deadline = Deadline()
+    finish_by: Deadline | None = None  # when the units a time-limited sweep opens must finish (the deadline)
     costs: Any = None  # a resnet.plan.Costs: what a unit of runs costs, for the time-limited planner
     command: str | None = None
 

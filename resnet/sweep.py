@@ -284,9 +284,10 @@ def _fill(active: dict[int, Run | GroupRun], pending: list[Job], streams: Sequen
 
     for slot, stream in enumerate(streams):
         while slot not in active and pending and execution.deadline.remaining() > 10:
+            horizon = execution.finish_by or execution.deadline
             unit = next_unit(groups(pending, execution.group_size(execution.torch_device)), estimate=estimate,
                              open_seconds=_open_seconds(active, costs, rate),
-                             seconds_left=execution.deadline.remaining(), anything_open=bool(active))
+                             seconds_left=horizon.remaining(), anything_open=bool(active))
             if unit is None:
                 break
             for job in unit:

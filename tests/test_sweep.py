@@ -274,6 +274,34 @@ def test_a_cost_table_opens_the_part_of_a_group_that_can_finish(cifar_data, tmp_
     assert status == ["finished", "finished", "unfinished", "unfinished"]
 
 
+def test_a_later_horizon_opens_a_unit_that_the_next_command_finishes(cifar_data, tmp_path, slow_steps,
+                                                                    monkeypatch):
+    """With only this command's 14 s to plan for, ResNet-20's 20 s do not fit and ResNet-32's 3 s do: the
+    short unit opens first. Told that the machine's later commands continue to 30 s (finish_by), the long
+    unit opens first, and the command's limit pauses it for the next command to finish."""
+    def jobs(name):
+        return [Job(tiny(iterations=20, eval_every=10, milestones=(10,)), tmp_path / name / "r20"),
+                Job(tiny("resnet32", iterations=2, eval_every=1, milestones=(1,)), tmp_path / name / "r32")]
+
+    opened = []
+    open_run = sweep._open_run
+
+    def recorded(unit, *args):
+        opened.append(unit[0].out.name)
+        return open_run(unit, *args)
+
+    monkeypatch.setattr(sweep, "_open_run", recorded)
+    costs = plan.Costs(per_layer=0.0, per_work=50.0)  # 1 s per ResNet-20 iteration, as the clock below
+    clock = slow_steps(1.0)
+    train_in_turn(jobs("this"), QUIET.replace(deadline=clock.deadline(14), costs=costs), cifar_data)
+    assert opened == ["r32", "r20"]
+    opened.clear()
+    clock = slow_steps(1.0)
+    later = QUIET.replace(deadline=clock.deadline(14), finish_by=clock.deadline(30), costs=costs)
+    train_in_turn(jobs("later"), later, cifar_data)
+    assert opened == ["r20"] and records.RunFolder(tmp_path / "later" / "r20").status == "unfinished"
+
+
 def test_which_unit_opens_next():
     """resnet.plan.next_unit: a unit's seconds from ``estimate``; 10 s left at FIT_SHARE 0.8 is 8 s."""
     assert plan.FIT_SHARE == 0.8
