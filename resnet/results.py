@@ -338,8 +338,13 @@ def _build_tutorial(root: Path, out: Path) -> list[Path]:
     if table.empty:
         return []
     tutorial = runs[runs["run"].isin(table["run"])]
+    rules = {RunConfig.from_dict(c).stop_rule for c in tutorial["config"]}
+    rule = ("the tutorial's early stopping (a check no better than the one before it counts); the reported "
+            "model is the final weights, as the tutorial's" if rules == {"previous"} else
+            "early stopping on checks without a new best (this project's earlier rule), the reported model "
+            "the validation-chosen one")
     title = (f"**The tutorial recipe (CIFAR-10 test accuracy, %)**: {label(tutorial)}; Adam, 45k/5k split, "
-             "the tutorial's early stopping; the reported model is the final weights, as the tutorial's.")
+             f"{rule}.")
     return _write_table(table, out / "tutorial", title)
 
 
