@@ -276,9 +276,14 @@ def plot_confusion(matrix, classes: Sequence[str], *, title: str = "") -> Figure
 def plot_layer_responses(stds: dict, *, title: str = "") -> Figure:
     """Paper Figure 7: the standard deviation of each 3x3 layer's response (after BN, before the
     addition and the ReLU); top: in layer order, bottom: sorted by magnitude. ``stds`` maps an
-    arch name to its list of per-layer standard deviations."""
+    arch name to its list of per-layer standard deviations. The y axis is logarithmic, so that a few
+    large responses (the first layers of a briefly trained plain-56) do not flatten the rest of the
+    figure; the layers are counted from 1, on integer ticks."""
+    from matplotlib import ticker
+
     fig = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1)
+    most = 1
     for arch in sorted(stds, key=lambda a: (models.is_residual(a), models.arch_depth(a))):
         values = np.asarray(stds[arch], dtype=float)
         depth = models.arch_depth(arch)
@@ -286,13 +291,25 @@ def plot_layer_responses(stds: dict, *, title: str = "") -> Figure:
         style = dict(color=DEPTH_COLORS.get(depth, "black"), lw=1.3,
                      ls="--" if arch.startswith("plain") else "-")
         layers = np.arange(1, len(values) + 1)
+        most = max(most, len(values))
         top.plot(layers, values, label=name, **style)
         bottom.plot(layers, np.sort(values)[::-1], label=name, **style)
-    top.set_xlabel("layer index (original)")
-    bottom.set_xlabel("layer index (sorted by magnitude)")
+    top.set_xlabel("layer index (original order, input side on the left)")
+    bottom.set_xlabel("layer index (sorted by magnitude, largest first)")
+    every = np.concatenate([np.asarray(v, dtype=float).ravel() for v in stds.values()] or [np.ones(1)])
+    every = every[every > 0]  # a log axis leaves out a zero
+    # labelled ticks: 1-2-3-5-7 per decade, denser where the responses span less than one decade
+    narrow = every.size == 0 or every.max() < 10 * every.min()
+    subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0) if narrow else (1.0, 2.0, 3.0, 5.0, 7.0)
     for ax in (top, bottom):
-        ax.set_ylabel("std")
-        ax.grid(alpha=0.3)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlim(0.5, most + 0.5)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+        ax.set_ylabel("std (log scale)")
+        ax.grid(alpha=0.3, which="major")
         ax.legend(ncols=2)
     if title:
         fig.suptitle(_wrap(title, fig))
