@@ -368,7 +368,8 @@ def _build_layer_responses(root: Path, out: Path) -> list[Path]:
                                            "(after BN, before addition/ReLU)\n"
                                            + record_label(records[0], code=False))
     return [plots.save_figure(fig, out / "fig7_layer_responses.png",
-                              caption=", ".join(sorted({record_code(r) for r in records})))]
+                              caption="code " + ", ".join(sorted({record_code(r)[len("code "):]
+                                                                  for r in records})))]
 
 
 BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
