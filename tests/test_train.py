@@ -120,7 +120,8 @@ def test_pause_anywhere_and_resume_equals_uninterrupted(cifar_data, tmp_path):
 
 def test_kill_and_resume_equals_uninterrupted(cifar_root, cifar_data, tmp_path):
     """kill -9 of the command line mid-run, then --resume, ends exactly where an uninterrupted run ends."""
-    cfg = paper_config("resnet20", **scaled_schedule(20), eval_every=10, test_subset=100)
+    # the command line's --iterations 20 is a schedule of its own (resnet.config.RunConfig.schedule)
+    cfg = paper_config("resnet20", **scaled_schedule(20), eval_every=10, test_subset=100, schedule="custom")
     engine.train(cfg, data=cifar_data, out=tmp_path / "ref", execution=QUIET)
     out = tmp_path / "killed"
     args = ["--arch", "resnet20", "--iterations", 20, "--eval-every", 10, "--checkpoint-every", 4,
