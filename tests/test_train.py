@@ -264,10 +264,13 @@ class ScriptedValidation:
         return {"error": self.errors[self.next - 1], "loss": 1.0}
 
 
+VAL = 800  # the scripted checks answer for the validation set: it is the one of this size
+
+
 def tutorial_tiny(**overrides):
-    """The tutorial recipe on the 1,000-image set: 800 training images (25 batches of 32 an epoch), checks
-    after batches 10 and 20 of each epoch, the test set at every 3rd check."""
-    base = dict(val_size=200, batch_size=32, eval_every=10, test_every=3, test_subset=64, iterations=1000)
+    """The tutorial recipe on the 1,000-image set: 800 of them for validation and 200 for training (25
+    batches of 8 an epoch), checks after batches 10 and 20 of each epoch, the test set at every 3rd check."""
+    base = dict(val_size=VAL, batch_size=8, eval_every=10, test_every=3, test_subset=64, iterations=1000)
     return tutorial_config("resnet20", **{**base, **overrides})
 
 
@@ -279,7 +282,7 @@ CHECK_ITERATIONS = [10, 20, 35, 45, 60, 70, 85, 95, 110, 120]
 
 def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_data, tmp_path, monkeypatch):
     cfg = tutorial_tiny()
-    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, VAL))
     summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
     rows = log_rows(tmp_path / "run")
     assert [int(r["iteration"]) for r in rows] == CHECK_ITERATIONS  # batches 10 and 20 of each epoch
@@ -294,7 +297,7 @@ def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_d
     assert summary.final_test_error == float(rows[-1]["test_error"])
     # beside it, the lowest validation error's weights (the 4th check, iteration 45) and their test error
     assert (summary.best_val_iteration, summary.best_val_error) == (45, 0.7)
-    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, VAL))
     every = engine.train(cfg.replace(test_every=1), data=cifar_data, out=tmp_path / "every", execution=QUIET)
     every_rows = log_rows(tmp_path / "every")  # testing more often changes nothing the run does
     assert [r["val_error"] for r in every_rows] == [r["val_error"] for r in rows]
@@ -304,7 +307,7 @@ def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_d
 
 def test_tutorial_stops_after_its_epoch_cap(cifar_data, tmp_path, monkeypatch):
     improving = [1 / (k + 2) for k in range(20)]
-    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(improving, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(improving, VAL))
     summary = engine.train(tutorial_tiny(max_epochs=2), data=cifar_data, out=tmp_path / "run",
                            execution=QUIET)
     rows = log_rows(tmp_path / "run")
@@ -316,15 +319,15 @@ def test_tutorial_stops_after_its_epoch_cap(cifar_data, tmp_path, monkeypatch):
 
 def test_tutorial_stop_counts_across_a_resume(cifar_data, tmp_path, monkeypatch):
     cfg = tutorial_tiny()
-    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, VAL))
     whole = engine.train(cfg, data=cifar_data, out=tmp_path / "whole", execution=QUIET)
-    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, VAL))
     with engine.Run(cfg, data=cifar_data, out=tmp_path / "resumed", execution=QUIET) as run:
         run.advance(75)  # 6 checks; the last two did not improve
         assert run.state.checks_without_improvement == 2
         run.pause()
     done = len(log_rows(tmp_path / "resumed"))
-    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, 200, start=done))
+    monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, VAL, start=done))
     resumed = engine.train(cfg, data=cifar_data, out=tmp_path / "resumed", execution=QUIET, resume=True)
     assert (resumed.iterations_done, resumed.best_val_iteration) == (whole.iterations_done, 45) == (120, 45)
     assert same_log(tmp_path / "whole", tmp_path / "resumed")
