@@ -16,9 +16,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-## the test suite (CPU only, no network, no data outside the repository); executes the notebooks too
+## the test suite (CPU only, no network, no data outside the repository); executes the notebooks too.
+## One worker per core (pytest-xdist); plain `pytest` runs it in one process.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 ## regenerate every figure and table in figures/ from the run records in results/ (no data, no GPU)
 figures: $(STAMP)

@@ -16,9 +16,24 @@ tests/ is not a package: test modules import the helper as `from cifar_fixture i
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cifar_fixture import write_cifar10
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs ``-n auto``: one worker per core) each worker gets its share of
+    the cores, for torch here and, through OMP_NUM_THREADS, for the scripts and notebook kernels it
+    starts: two workers on two cores with two threads each would only take turns."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
