@@ -17,9 +17,9 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 ## the test suite (CPU only, no network, no data outside the repository); executes the notebooks too.
-## One worker per core (pytest-xdist); plain `pytest` runs it in one process.
+## One worker per core (pytest-xdist), the slow tests handed out first; plain `pytest` runs it in one process.
 test: $(STAMP)
-	$(PY) -m pytest -n auto --dist worksteal
+	$(PY) -m pytest -n auto --dist load --maxschedchunk 1
 
 ## regenerate every figure and table in figures/ from the run records in results/ (no data, no GPU)
 figures: $(STAMP)

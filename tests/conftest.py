@@ -36,6 +36,12 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked slow first, each group in its usual order: handed out one at a time
+    (``--maxschedchunk 1``), the long tests start early and the short ones fill the workers' ends."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory):
     """A small learnable CIFAR-10 (1000 train / 200 test) in the official layout; read-only."""

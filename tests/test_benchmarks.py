@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     out = tmp_path / "speed"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--device", "cpu",
@@ -61,6 +62,7 @@ def test_the_steady_pace_leaves_out_the_opening():
     assert gpu_speed.steady_paces([log, log.iloc[:1]]) is None  # one evaluation: no pace to measure
 
 
+@pytest.mark.slow
 def test_gpu_speed_stopped_midway_keeps_what_it_measured(cifar_root, tmp_path):
     """A slice's command limit may stop the benchmark (experiments/gpu_slice.sh runs it under timeout):
     each network's row is on disk as soon as it is measured."""
@@ -90,6 +92,7 @@ def test_gpu_speed_without_data_is_a_clear_error(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow
 def test_grouped_speed_harness_writes_its_record(cifar_root, tmp_path):
     out = tmp_path / "grouped"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "grouped_speed.py"), "--device", "cpu",

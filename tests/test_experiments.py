@@ -25,6 +25,7 @@ SWEEPS = ("degradation", "shortcuts", "confusion", "layer_responses", "replicate
 MISSING = "/nonexistent"
 
 
+@pytest.mark.slow
 def test_every_script_starts_as_a_program():
     """One real process per script (`--help`), started a few at a time."""
     def run(script):
@@ -99,6 +100,7 @@ def tiny_quick(monkeypatch):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_quick_experiments_end_to_end(run_script, tiny_quick, cifar_root, tmp_path):
     results = tmp_path / "results"
     common = ("--quick", "--data-dir", cifar_root, "--results", results, "--device", "cpu")

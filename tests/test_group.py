@@ -141,6 +141,7 @@ def test_a_group_orders_projections_last():
         grouped([models.build_model("resnet20"), models.build_model("resnet32")])
 
 
+@pytest.mark.slow
 def test_runs_trained_as_a_group_end_where_runs_alone_end(cifar_data, tmp_path):
     """Three seeds as one group and the same three alone: the same learning-rate steps, the same log rows
     within float32 rounding (grouped and plain convolutions round differently), their own records."""
@@ -175,6 +176,7 @@ def ended(group):
     return [run for run in group.members if run.ended]
 
 
+@pytest.mark.slow
 def test_a_members_checkpoint_resumes_alone_and_in_a_group(cifar_data, tmp_path):
     """A group paused at iteration 4 continues as a group to exactly where the uninterrupted group ends;
     one of its members continued alone ends where it ends within rounding; and a run paused alone joins
@@ -213,6 +215,7 @@ def test_a_members_checkpoint_resumes_alone_and_in_a_group(cifar_data, tmp_path)
         assert list(load_log(job.out)["iteration"]) == [4, 8]
 
 
+@pytest.mark.slow
 def test_checkpoints_cross_between_a_mixed_group_a_run_alone_and_a_seeds_group(cifar_data, tmp_path):
     """Plain-20, ResNet-20 A, B and C (two seeds) paused as one group at iteration 4: each member's
     checkpoint is the network's own (a plain net has no shortcut tensors, B only its two projections), A
@@ -258,6 +261,7 @@ def _stop_after(job, iterations):
     return AtCheckpoint()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shortcuts", [("A", "A", "A"), ("A", "B", "C")], ids=["seeds", "mixed"])
 def test_one_member_diverging_leaves_the_others_as_they_were(cifar_data, tmp_path, shortcuts):
     """Member s1's weights turned to NaN mid-run: s1 ends 'diverged' with its last good checkpoint, and s0

@@ -31,6 +31,8 @@ COPIED = ("resnet", "experiments", "benchmarks", "tests", "hubconf.py", "pyproje
 PART_1 = ("data_batch_1", "data_batch_2", "data_batch_3", "batches.meta")
 PLAN = [records.default_run_dir(c).name
         for c in runpy.run_path(str(REPO / "experiments" / "replicate.py"), run_name="plan")["plan"]()]
+#: iterations of each rehearsed run: the time limit stops the first at 18, so that it pauses and continues
+REHEARSE = 24
 # the shards that hold plain-20, seed 0, and ResNet-20, seed 0, alone
 PLAIN20, RESNET20 = (f"{PLAN.index(name) + 1}/{len(PLAN)}"
                      for name in ("plain20-paper-s0", "resnet20-A-paper-s0"))
@@ -91,7 +93,7 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
         shutil.copy2(full / name, data / name)
     results, out = tmp_path / "r", tmp_path / "out"
     out.mkdir()
-    train = ["--results", results, "--rehearse", 40, "--device", "cpu"]
+    train = ["--results", results, "--rehearse", REHEARSE, "--device", "cpu"]
 
     # with one part of the data, a clear message and nothing trained
     first = command(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 30)
@@ -122,20 +124,20 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
     assert third.returncode == 0, third.stderr
     assert third.stderr.strip().endswith("sweep: 1 of 1 runs finished"), third.stderr
     finished = summary(results, "plain20-paper-s0")
-    assert finished["iterations_done"] == 40
+    assert finished["iterations_done"] == REHEARSE
     # a copied tree has no commit, but its records name the code by the fingerprint of its sources
     assert finished["git_commit"] == "unknown" and finished["code_fingerprint"] == records.code_fingerprint()
     assert command(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "b.tar").returncode == 0
 
     # a second machine trains another shard of the same plan
     other = tmp_path / "r2"
-    train_other = ["--results", other, "--rehearse", 40, "--device", "cpu", "--shard", RESNET20]
+    train_other = ["--results", other, "--rehearse", REHEARSE, "--device", "cpu", "--shard", RESNET20]
     assert command(tree, "replicate", *train_other).returncode == 0
     assert command(tree, "replicate", *train_other, "--pack", out / "c.tar").returncode == 0
 
     # everything lands in a fresh copy: the finished runs win, the plan's configs only
     fresh = copy_tree(tmp_path / "fresh")
-    into = ["--results", fresh / "results", "--rehearse", 40]
+    into = ["--results", fresh / "results", "--rehearse", REHEARSE]
     merged = command(fresh, "replicate", *into, "--unpack", out / "a.tar")
     assert merged.returncode == 0 and "unpack: 1 added, 0 replaced" in merged.stdout, merged.stdout
     merged = command(fresh, "replicate", *into, "--unpack", out / "b.tar", out / "c.tar")
@@ -144,8 +146,8 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
     assert "unpack: 0 added, 0 replaced, 1 kept, 0 rejected" in again.stdout, again.stdout
     assert summary(fresh / "results", "plain20-paper-s0")["status"] == "finished"
     assert not (fresh / "results" / "runs" / "plain20-paper-s0" / "checkpoint.pt").exists()
-    wrong = command(fresh, "replicate", "--results", fresh / "results", "--rehearse", 30, "--unpack",
-                    out / "b.tar")
+    wrong = command(fresh, "replicate", "--results", fresh / "results", "--rehearse", REHEARSE - 4,
+                    "--unpack", out / "b.tar")
     assert "0 added, 0 replaced, 0 kept, 1 rejected" in wrong.stdout  # another plan's config
 
     # the figures, drawn in the fresh copy from its results/, name the runs' data and code
@@ -189,6 +191,7 @@ def test_a_slice_whose_grouped_cuda_tests_fail_trains_runs_alone(tmp_path):
     assert "every run trains alone (--group 1)" in idle.stderr, idle.stderr
 
 
+@pytest.mark.slow
 def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     """experiments/gpu_slice.sh as a slice runs it, with stand-ins for the two data parts (.c1 writes its
     batches and says part 2 is missing, exit 3, as make_cifar10.py does): the CUDA tests (skipped here),

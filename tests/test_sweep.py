@@ -72,6 +72,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(cifar_data, tmp_path, c
     assert [s.status for s in run_sweep(jobs, QUIET, data=cifar_data)] == ["finished"] * 3
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_checkpoints_every_open_run(cifar_data, tmp_path, monkeypatch):
     """Ctrl-C during one run's turn: that run may be mid-iteration, so it keeps its last periodic
     checkpoint; every other open run is paused with a checkpoint of where it is."""
@@ -179,6 +180,7 @@ def test_sweep_runs_in_processes_and_skips_finished(cifar_root, tmp_path, capsys
     assert capsys.readouterr().err.strip().splitlines()[-1] == "sweep: 2 of 2 runs finished"
 
 
+@pytest.mark.slow
 def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys, monkeypatch, slow_steps):
     """A sweep that meets its deadline leaves every unfinished run checkpointed; the same sweep continues."""
     jobs = [Job(tiny(seed=s, iterations=40, eval_every=10), tmp_path / f"s{s}") for s in (0, 1)]
@@ -197,6 +199,7 @@ def test_sweep_time_limit_checkpoints_and_continues(cifar_data, tmp_path, capsys
     assert [s.status for s in summaries] == ["finished", "finished"]
 
 
+@pytest.mark.slow
 def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, slow_steps):
     """The one-GPU driver (several runs in one process, advanced in turn), here on the CPU: each run ends
     exactly as it does alone, and a deadline pauses the open runs with checkpoints."""
@@ -221,6 +224,7 @@ def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, sl
     assert capsys.readouterr().err.count("stopped by the time limit at iteration") == 1
 
 
+@pytest.mark.slow
 def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp_path, capsys, monkeypatch,
                                                                 slow_steps):
     """A (short) opens first; once the pace is measured, C (shorter) fits beside it and B (far too long)
@@ -248,6 +252,7 @@ def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp
     assert "b: unfinished: stopped by the time limit" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_cost_table_opens_the_part_of_a_group_that_can_finish(cifar_data, tmp_path, slow_steps,
                                                                 monkeypatch):
     """Four depth-20 runs (plain, A, C, A): all four would need 35.6 s of the 30 s left (24 s to plan with),

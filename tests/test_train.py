@@ -92,6 +92,7 @@ def test_existing_run_is_not_overwritten(cifar_data, tmp_path):
     assert (out / "summary.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_training_learns(cifar_data, tmp_path):
     """On the learnable synthetic set, a short run clearly beats chance (90% error)."""
     cfg = tiny(iterations=60, milestones=(45,), eval_every=30, test_subset=None)
@@ -118,6 +119,7 @@ def test_pause_anywhere_and_resume_equals_uninterrupted(cifar_data, tmp_path):
     assert all(torch.equal(weights(tmp_path / "paused")[k], ref[k]) for k in ref)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(cifar_root, cifar_data, tmp_path):
     """kill -9 of the command line mid-run, then --resume, ends exactly where an uninterrupted run ends."""
     # the command line's --iterations 20 is a schedule of its own (resnet.config.RunConfig.schedule)
@@ -280,6 +282,7 @@ STOPS_AT_10TH = [0.9, 0.8, 0.8, 0.7, 0.75, 0.75, 0.8, 0.85, 0.85, 0.9, 0.1, 0.1]
 CHECK_ITERATIONS = [10, 20, 35, 45, 60, 70, 85, 95, 110, 120]
 
 
+@pytest.mark.slow
 def test_tutorial_stops_at_the_sixth_check_no_better_than_the_one_before(cifar_data, tmp_path, monkeypatch):
     cfg = tutorial_tiny()
     monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, VAL))
@@ -317,6 +320,7 @@ def test_tutorial_stops_after_its_epoch_cap(cifar_data, tmp_path, monkeypatch):
     assert summary.best_val_iteration == 50
 
 
+@pytest.mark.slow
 def test_tutorial_stop_counts_across_a_resume(cifar_data, tmp_path, monkeypatch):
     cfg = tutorial_tiny()
     monkeypatch.setattr(state_module, "evaluate", ScriptedValidation(STOPS_AT_10TH, VAL))
