@@ -31,7 +31,8 @@ def pytest_configure(config):
     if workers:
         import torch
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)  # the cores this process may use, as `-n auto` counts them
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(threads)
 
