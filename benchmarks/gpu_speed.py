@@ -43,7 +43,6 @@ from resnet import cli, models  # noqa: E402
 from resnet.cifar10 import CIFAR10, load_data  # noqa: E402
 from resnet.config import FIGURE6_ARCHS, Execution, RunConfig, paper_config, resolve_device, scaled_schedule  # noqa: E402
 from resnet.records import atomic_write_bytes, code_version, write_json  # noqa: E402
-from resnet.results import load_log  # noqa: E402
 from resnet.records import Job  # noqa: E402
 from resnet.sweep import allow_concurrent_streams, run_sweep  # noqa: E402
 from resnet.train import Run  # noqa: E402
@@ -78,8 +77,9 @@ def time_runs(archs: list[str], data, device: torch.device, *, graph: bool, comp
     # the timed iterations fall before the first evaluation (every 500); the steady state, so without
     # ResNet-110's warm-up, whose training-error check every 20 iterations waits for the GPU
     execution = Execution(device=str(device), graph=graph, compile=compile)
-    active = [Run(paper_config(arch, warmup_lr=None, seed=s), data=data,
-                  out=tmp / f"{'-'.join(archs)}-{graph}-{s}", execution=execution)
+    folder = Path(tempfile.mkdtemp(dir=tmp))  # each measurement's own: the same runs may be timed twice
+    active = [Run(paper_config(arch, warmup_lr=None, seed=s), data=data, out=folder / f"{arch}-s{s}",
+                  execution=execution)
               for s, arch in enumerate(archs)]
 
     def timed(work) -> float:  # ms per iteration of ``work(run, n)`` over every run, in turns of 25
@@ -128,6 +128,8 @@ def figure6_set(archs, data, device: torch.device, *, iterations: int, compile: 
     bad = [s for s in summaries if s.status != "finished"]
     if bad:
         raise RuntimeError(f"the Figure 6 set did not finish: {bad[0].status}: {bad[0].message}")
+    from resnet.results import load_log  # pandas: imported here, not by every benchmark that imports this one
+
     paces = steady_paces([load_log(job.out) for job in jobs])
     # at once on a GPU the set ends with its slowest run; one after another (a CPU) it takes them all
     steady = None if paces is None else (max(paces) if at_once else sum(paces))

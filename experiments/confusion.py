@@ -3,7 +3,8 @@
 
 By default two networks: the paper recipe's ResNet-56 (the degradation experiment's run) and the tutorial
 recipe's ResNet-20 (Adam, 45k/5k split, early stopping on the validation error; its reported model is the
-final one, as the tutorial's code reports it). Runs that have not finished are trained first. Rows are the true classes.
+final one, as the tutorial's code reports it). Runs that have not finished are trained first. Rows are the
+true classes.
 
     python experiments/confusion.py --quick
     python experiments/confusion.py --networks resnet56:paper

@@ -126,8 +126,8 @@ train)
     rc=0
     if [ "$limit" -ge 30 ]; then
         say "training for at most $limit s (${flags[*]:-no probe flags})"
-        python3 experiments/replicate.py --results "$RESULTS" --time-limit "$limit" "${flags[@]}" \
-            "${costs[@]}" "$@" 2>&1 | tee "$OUT/train.log"
+        python3 experiments/replicate.py --results "$RESULTS" --time-limit "$limit" --no-figures \
+            "${flags[@]}" "${costs[@]}" "$@" 2>&1 | tee "$OUT/train.log"
         rc=${PIPESTATUS[0]}
     else
         say "only $limit s left for training: nothing trained"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copied tree, nothing installed
 
-from resnet import cli, models, results, transfer  # noqa: E402
+from resnet import cli, models, transfer  # noqa: E402
 from resnet.config import RECIPES, SHORTCUT_DEPTHS, ConfigError, RunConfig  # noqa: E402
 from resnet.config import paper_config, tutorial_config  # noqa: E402
 from resnet.pretrained import PUBLISHED  # noqa: E402
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unpack", type=Path, nargs="+", default=None, metavar="FILE.tar",
                         help="train nothing; merge packed runs into the results folder (never replacing a "
                              "finished run, nor taking a run whose config is not the plan's)")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="train only: leave the degradation and shortcut figures to make_figures.py "
+                             "(a GPU slice, whose figures would not come back)")
     parser.add_argument("--rehearse", type=cli.positive_int, default=None, metavar="N",
                         help="every run cut to N iterations: rehearse a machine's whole sequence (train, "
                              "stop, pack, continue, unpack, figures) in minutes; needs --results")
@@ -136,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.unpack is not None:
         return unpack(jobs, args)
     cli.run_jobs(jobs, args, costs=costs)
-    results.build(cli.results_root(args), only=("degradation", "shortcuts"))
+    if not args.no_figures:
+        from resnet import results  # pandas and matplotlib: only to draw, not to train, pack or list
+
+        results.build(cli.results_root(args), only=("degradation", "shortcuts"))
     return 0
 
 
