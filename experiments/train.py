@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="iterations where the lr drops 10x")
     p.add_argument("--eval-every", type=int, default=None, help="iterations between evaluations (paper: 500)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (paper: 0.1; tutorial: 0.001)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=None,
+                   help="images per iteration (paper: 128; under torchrun, over all processes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default=None, choices=("bf16", "fp32"),
                    help="bf16: bf16 autocast on CUDA (default); fp32: float32 everywhere (the control run)")
@@ -73,8 +75,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     overrides = {k: v for k, v in {
         "shortcut": args.shortcut, "lr": args.lr, "seed": args.seed, "precision": args.precision}.items()
         if v is not None}
-    own = {k: v for k, v in {"eval_every": args.eval_every, "val_size": args.val_size,
-                             "train_subset": args.train_subset, "test_subset": args.test_subset}.items()
+    own = {k: v for k, v in {"eval_every": args.eval_every, "batch_size": args.batch_size,
+                             "val_size": args.val_size, "train_subset": args.train_subset,
+                             "test_subset": args.test_subset}.items()
            if v is not None}
     if args.iterations is not None:
         own.update(recipe.shortened(args.iterations))
