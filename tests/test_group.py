@@ -145,8 +145,10 @@ def test_a_group_orders_projections_last():
 def test_runs_trained_as_a_group_end_where_runs_alone_end(cifar_data, tmp_path):
     """Three seeds as one group and the same three alone: the same learning-rate steps, the same log rows
     within float32 rounding (grouped and plain convolutions round differently), their own records."""
-    alone = [Job(tiny(seed=s), tmp_path / "alone" / f"s{s}") for s in range(3)]
-    together = [Job(tiny(seed=s), tmp_path / "group" / f"s{s}") for s in range(3)]
+    # batch 32: at the tests' batch of 8 the rate of 0.1 makes the first steps chaotic enough that the two
+    # convolutions' float32 rounding is amplified beyond the tolerances below within four iterations
+    alone = [Job(tiny(seed=s, batch_size=32), tmp_path / "alone" / f"s{s}") for s in range(3)]
+    together = [Job(tiny(seed=s, batch_size=32), tmp_path / "group" / f"s{s}") for s in range(3)]
     train_in_turn(alone, QUIET.replace(group=1), cifar_data)
     train_in_turn(together, QUIET.replace(group=3), cifar_data)
     for a, g in zip(alone, together):
