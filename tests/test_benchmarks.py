@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     out = tmp_path / "speed"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--device", "cpu",
-                          "--archs", "resnet20", "--iterations", "4", "--warmup", "1", "--concurrent", "2",
-                          "--set-archs", "resnet20", "plain20", "--set-iterations", "4",
+                          "--archs", "resnet20", "--iterations", "2", "--warmup", "1", "--concurrent", "2",
+                          "--set-archs", "resnet20", "plain20", "--set-iterations", "3",
                           "--data-dir", str(cifar_root),
                           "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -42,12 +42,12 @@ def test_gpu_speed_harness_writes_its_record(cifar_root, tmp_path):
     assert mixed["together_ms"] > 0 and mixed["together_replay_ms"] is None
     the_set = record["figure6_set"]
     assert set(the_set["test_errors"]) == {"resnet20", "plain20"} and the_set["extrapolated"]
-    # evaluated at every one of the 4 iterations: the steady pace is measured, the opening counted once
+    # evaluated at every one of the 3 iterations: the steady pace is measured, the opening counted once
     steady = the_set["steady_ms_per_iteration"] / 1000
-    assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] + (64_000 - 4) * steady,
+    assert the_set["full_schedule_s"] == pytest.approx(the_set["wall_s"] + (64_000 - 3) * steady,
                                                        abs=1)  # the record's roundings
     md = out.with_suffix(".md").read_text()
-    assert "resnet20" in md and "extrapolated from 4 iterations" in md and record["command"] in md
+    assert "resnet20" in md and "extrapolated from 3 iterations" in md and record["command"] in md
     assert "one network after another" in md and "its opening counted once" in md
 
 
@@ -68,7 +68,7 @@ def test_gpu_speed_stopped_midway_keeps_what_it_measured(cifar_root, tmp_path):
     each network's row is on disk as soon as it is measured."""
     out = tmp_path / "speed"
     proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--device", "cpu",
-                             "--archs", "resnet20", "--iterations", "4", "--warmup", "1", "--concurrent", "2",
+                             "--archs", "resnet20", "--iterations", "1", "--warmup", "1", "--concurrent", "1",
                              "--set-archs", "resnet20", "--set-iterations", "100000",
                              "--data-dir", str(cifar_root), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
