@@ -96,9 +96,9 @@ def test_time_limit_already_spent_trains_nothing_and_says_how_to_continue(run_sc
 
 
 # ------------------------------------------------------------------------------ the scripts, end to end
-TINY = dict(iterations=4, milestones=(2,), eval_every=2, train_subset=256, test_subset=64, batch_size=32)
+TINY = dict(iterations=4, milestones=(2,), eval_every=2, train_subset=256, test_subset=64, batch_size=8)
 TINY_TUTORIAL = dict(iterations=6, eval_every=2, train_subset=256, val_size=200, test_subset=64,
-                     batch_size=32, patience=5, max_epochs=50)
+                     batch_size=8, patience=5, max_epochs=50)
 
 
 @pytest.fixture()

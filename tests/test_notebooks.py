@@ -38,7 +38,7 @@ SMOKE = {
     "TRAIN_SUBSET": 256,  # of the fixture's 1000 training images
     "VAL_SIZE": 200,
     "TEST_SUBSET": 64,  # of the fixture's 200 test images
-    "BATCH_SIZE": 32,
+    "BATCH_SIZE": 8,
     "PROBE_ITERATIONS": 2,
 }
 
@@ -150,7 +150,7 @@ def test_05_and_06_use_published_networks_without_training(cifar_root, cifar_dat
     try:
         for name in pretrained.PUBLISHED:
             arch, recipe = name.split("-")[0], name.split("-")[-2]
-            cfg = RECIPES[recipe](arch, iterations=2, eval_every=2, batch_size=32, test_subset=32,
+            cfg = RECIPES[recipe](arch, iterations=2, eval_every=2, batch_size=8, test_subset=32,
                                   **({"val_size": 100} if recipe == "tutorial" else {"milestones": (1,)}))
             train(cfg, data=cifar_data, out=tmp_path / "runs" / name,
                   execution=Execution(device="cpu", progress=False))
