@@ -141,24 +141,37 @@ class ScriptResult:
         return " ".join(self.err.split())
 
 
-@pytest.fixture
-def run_script(capsys):
-    """run_script("train", "--arch", "resnet20", ...) -> ScriptResult: the script's main() in this process,
-    under resnet.cli.main_guard exactly as its command line runs it, without paying for a new Python."""
+def run_main(root, script: str, *args) -> ScriptResult:
+    """``python3 experiments/<script>.py ARGS`` from the tree at ``root``, in this process, without paying for
+    a new Python: the script's main() under resnet.cli.main_guard exactly as its command line runs it, with
+    sys.argv as that command's (the scripts print it as the command that continues), and sys.argv and
+    sys.path (which the script puts its tree first on) as they were afterwards."""
+    import contextlib
+    import io
     import runpy
+    import sys
     from pathlib import Path
 
     from resnet import cli
 
-    experiments = Path(__file__).resolve().parent.parent / "experiments"
+    argv, path = list(sys.argv), list(sys.path)
+    sys.argv = [f"experiments/{script}.py", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        namespace = runpy.run_path(str(Path(root) / sys.argv[0]), run_name="experiment")
+        with pytest.raises(SystemExit) as stopped, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            cli.main_guard(lambda: namespace["main"](sys.argv[1:]))
+    finally:
+        sys.argv, sys.path[:] = argv, path
+    code = stopped.value.code
+    return ScriptResult(0 if code is None else int(code), out.getvalue(), err.getvalue())
 
-    def run(script: str, *args) -> ScriptResult:
-        namespace = runpy.run_path(str(experiments / f"{script}.py"), run_name="experiment")
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as stopped:
-            cli.main_guard(lambda: namespace["main"]([str(a) for a in args]))
-        out, err = capsys.readouterr()
-        code = stopped.value.code
-        return ScriptResult(0 if code is None else int(code), out, err)
 
-    return run
+@pytest.fixture
+def run_script():
+    """run_script("train", "--arch", "resnet20", ...) -> ScriptResult: this checkout's script, run_main."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    return lambda script, *args: run_main(repo, script, *args)

@@ -12,8 +12,6 @@ training steps, so that where the limit stops it is the same on a fast machine a
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import runpy
@@ -26,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from cifar_fixture import BATCHES_DIR, write_cifar10
-from resnet import cli, config, records
+from conftest import run_main
+from resnet import config, records
 
 REPO = Path(__file__).resolve().parent.parent
 COPIED = ("resnet", "experiments", "benchmarks", "tests", "hubconf.py", "pyproject.toml")
@@ -65,37 +64,14 @@ def summary(results: Path, run: str) -> dict:
     return json.loads((results / "runs" / run / "summary.json").read_text())
 
 
-def in_process(tree: Path, script: str, *args) -> tuple[int, str, str]:
-    """``python3 experiments/<script>.py ...`` from ``tree`` with its data, run in this process:
-    (exit code, stdout, stderr)."""
-    argv, path, data = list(sys.argv), list(sys.path), os.environ.get("CIFAR10_ROOT")
-    os.environ["CIFAR10_ROOT"] = str(tree / "data")
-    sys.argv = [f"experiments/{script}.py", *map(str, args)]
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        namespace = runpy.run_path(str(tree / sys.argv[0]), run_name="slice")  # puts its tree first: undone
-        with pytest.raises(SystemExit) as stopped, contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
-            cli.main_guard(lambda: namespace["main"](sys.argv[1:]))
-    finally:
-        sys.argv, sys.path[:] = argv, path
-        if data is None:
-            os.environ.pop("CIFAR10_ROOT")
-        else:
-            os.environ["CIFAR10_ROOT"] = data
-    return stopped.value.code or 0, out.getvalue(), err.getvalue()
-
-
 def stopped_by_the_time_limit(tree: Path, script: str, *args, monkeypatch, slow_steps,
-                              limit: float) -> tuple[int, str]:
-    """``python3 experiments/<script>.py ... --time-limit LIMIT`` in this process, its time a clock that
-    moves by 1 s per training step: where the limit stops it is the same on every machine. (exit code,
-    stderr)"""
+                              limit: float):
+    """``python3 experiments/<script>.py ... --time-limit LIMIT`` in this process (run_main), its time a
+    clock that moves by 1 s per training step: where the limit stops it is the same on every machine."""
     clock = slow_steps(1.0)
     with monkeypatch.context() as patch:
         patch.setattr(config.Deadline, "after", classmethod(lambda cls, s: clock.deadline(s)))
-        code, _, err = in_process(tree, script, *args, "--time-limit", limit)
-    return code, err
+        return run_main(tree, script, *args, "--time-limit", limit)
 
 
 @pytest.mark.slow
@@ -109,20 +85,21 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
         shutil.copy2(full / name, data / name)
     results, out = tmp_path / "r", tmp_path / "out"
     out.mkdir()
+    monkeypatch.setenv("CIFAR10_ROOT", str(tree / "data"))  # for the commands run in this process (run_main)
     train = ["--results", results, "--rehearse", REHEARSE, "--device", "cpu"]
 
     # with one part of the data, a clear message and nothing trained
-    code, _, err = in_process(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 30)
-    assert code == 2 and "data_batch_4" in err and "Traceback" not in err
+    first = run_main(tree, "replicate", *train, "--shard", PLAIN20, "--time-limit", 30)
+    assert first.code == 2 and "data_batch_4" in first.err and "Traceback" not in first.err
     assert not (results / "runs").exists()
 
     for name in os.listdir(full):  # the second call brings the rest
         shutil.copy2(full / name, data / name)
     # the time limit stops the run mid-way; the last lines say where it is and how to continue
-    code, err = stopped_by_the_time_limit(tree, "replicate", *train, "--shard", PLAIN20, limit=10.2,
-                                          monkeypatch=monkeypatch, slow_steps=slow_steps)
-    assert code == 0, err
-    last = err.strip().splitlines()
+    stopped = stopped_by_the_time_limit(tree, "replicate", *train, "--shard", PLAIN20, limit=10.2,
+                                        monkeypatch=monkeypatch, slow_steps=slow_steps)
+    assert stopped.code == 0, stopped.err
+    last = stopped.err.strip().splitlines()
     assert last[-1] == ("sweep: 0 of 1 runs finished; to continue the others (failed ones are retried): "
                         "python3 experiments/replicate.py " + " ".join(map(str, train))
                         + f" --shard {PLAIN20} --time-limit 10.2")
@@ -130,8 +107,8 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
     paused = summary(results, "plain20-paper-s0")
     assert paused["status"] == "unfinished" and paused["iterations_done"] == 6  # 6 * 1 + 2 + 3 * 1 > 10.2
 
-    code, _, err = in_process(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "a.tar")
-    assert code == 0, err
+    packed = run_main(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "a.tar")
+    assert packed.code == 0, packed.err
     with tarfile.open(out / "a.tar") as tar:
         assert "plain20-paper-s0/checkpoint.pt" in tar.getnames()
 
@@ -143,27 +120,29 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
     assert finished["iterations_done"] == REHEARSE
     # a copied tree has no commit, but its records name the code by the fingerprint of its sources
     assert finished["git_commit"] == "unknown" and finished["code_fingerprint"] == records.code_fingerprint()
-    assert in_process(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "b.tar")[0] == 0
+    assert run_main(tree, "replicate", *train, "--shard", PLAIN20, "--pack", out / "b.tar").code == 0
 
     # a second machine trains another shard of the same plan
     other = tmp_path / "r2"
     train_other = ["--results", other, "--rehearse", REHEARSE, "--device", "cpu", "--shard", RESNET20]
     assert command(tree, "replicate", *train_other).returncode == 0
-    assert in_process(tree, "replicate", *train_other, "--pack", out / "c.tar")[0] == 0
+    assert run_main(tree, "replicate", *train_other, "--pack", out / "c.tar").code == 0
 
     # everything lands in a fresh copy: the finished runs win, the plan's configs only
     fresh = copy_tree(tmp_path / "fresh")
     into = ["--results", fresh / "results", "--rehearse", REHEARSE]
-    code, merged, _ = in_process(fresh, "replicate", *into, "--unpack", out / "a.tar")
-    assert code == 0 and "unpack: 1 added, 0 replaced" in merged, merged
-    merged = in_process(fresh, "replicate", *into, "--unpack", out / "b.tar", out / "c.tar")[1]
+    def unpack(*args):
+        return run_main(fresh, "replicate", *args).out
+
+    merged = run_main(fresh, "replicate", *into, "--unpack", out / "a.tar")
+    assert merged.code == 0 and "unpack: 1 added, 0 replaced" in merged.out, merged.out
+    merged = unpack(*into, "--unpack", out / "b.tar", out / "c.tar")
     assert "unpack: 1 added, 1 replaced, 0 kept, 0 rejected" in merged, merged
-    again = in_process(fresh, "replicate", *into, "--unpack", out / "a.tar")[1]
+    again = unpack(*into, "--unpack", out / "a.tar")
     assert "unpack: 0 added, 0 replaced, 1 kept, 0 rejected" in again, again
     assert summary(fresh / "results", "plain20-paper-s0")["status"] == "finished"
     assert not (fresh / "results" / "runs" / "plain20-paper-s0" / "checkpoint.pt").exists()
-    wrong = in_process(fresh, "replicate", "--results", fresh / "results", "--rehearse", REHEARSE - 4,
-                       "--unpack", out / "b.tar")[1]
+    wrong = unpack("--results", fresh / "results", "--rehearse", REHEARSE - 4, "--unpack", out / "b.tar")
     assert "0 added, 0 replaced, 0 kept, 1 rejected" in wrong  # another plan's config
 
     # the figures, drawn in the fresh copy from its results/, name the runs' data and code
