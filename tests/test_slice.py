@@ -130,19 +130,22 @@ def test_a_gpu_slice_rehearsed_on_the_cpu(tmp_path, monkeypatch, slow_steps):
 
     # everything lands in a fresh copy: the finished runs win, the plan's configs only
     fresh = copy_tree(tmp_path / "fresh")
-    into = ["--results", fresh / "results", "--rehearse", REHEARSE]
-    def unpack(*args):
-        return run_main(fresh, "replicate", *args).out
 
-    merged = run_main(fresh, "replicate", *into, "--unpack", out / "a.tar")
-    assert merged.code == 0 and "unpack: 1 added, 0 replaced" in merged.out, merged.out
-    merged = unpack(*into, "--unpack", out / "b.tar", out / "c.tar")
+    def unpack(*tars, rehearse=REHEARSE) -> str:  # what `replicate.py --unpack` prints (it always exits 0)
+        done = run_main(fresh, "replicate", "--results", fresh / "results", "--rehearse", rehearse,
+                        "--unpack", *tars)
+        assert done.code == 0, done.err
+        return done.out
+
+    merged = unpack(out / "a.tar")
+    assert "unpack: 1 added, 0 replaced" in merged, merged
+    merged = unpack(out / "b.tar", out / "c.tar")
     assert "unpack: 1 added, 1 replaced, 0 kept, 0 rejected" in merged, merged
-    again = unpack(*into, "--unpack", out / "a.tar")
+    again = unpack(out / "a.tar")
     assert "unpack: 0 added, 0 replaced, 1 kept, 0 rejected" in again, again
     assert summary(fresh / "results", "plain20-paper-s0")["status"] == "finished"
     assert not (fresh / "results" / "runs" / "plain20-paper-s0" / "checkpoint.pt").exists()
-    wrong = unpack("--results", fresh / "results", "--rehearse", REHEARSE - 4, "--unpack", out / "b.tar")
+    wrong = unpack(out / "b.tar", rehearse=REHEARSE - 4)
     assert "0 added, 0 replaced, 0 kept, 1 rejected" in wrong  # another plan's config
 
     # the figures, drawn in the fresh copy from its results/, name the runs' data and code
