@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test figures short reproduce benchmarks clean-venv
+.PHONY: setup test figures short reproduce cpu-segment benchmarks clean-venv
 
 setup: $(STAMP)
 
@@ -46,6 +46,14 @@ short: $(STAMP)
 	$(PY) experiments/confusion.py --short
 	$(PY) experiments/layer_responses.py --short
 	$(PY) experiments/make_figures.py
+
+## one segment of ResNet-56 at the paper's full schedule on a CPU (option A, seed 0, float32: its own run,
+## results/runs/resnet56-A-paper-s0-fp32): resumes from the folder's checkpoint, ends cleanly before
+## TIME_LIMIT seconds; then commit the folder, checkpoint included (docs/reproducing.md). The execution
+## is the one benchmarks/cpu_speed.py chose, kept for the whole run.
+CPU_RUN_FLAGS := --arch resnet56 --precision fp32 --device cpu --threads 2
+cpu-segment: $(STAMP)
+	$(PY) experiments/train.py $(CPU_RUN_FLAGS) --resume --no-progress $(LIMIT)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/data_throughput.py

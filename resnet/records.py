@@ -209,6 +209,9 @@ class Summary:
     data_fingerprint: str | None = None
     schedule: str | None = None
     finished_at: str | None = None
+    # the sessions that trained it (resnet.train.Run: one per segment of a run trained in several): from and
+    # to which iteration, seconds, code commit, device (a CPU's model, instruction set, threads)
+    segments: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Summary:

@@ -49,6 +49,9 @@ class RunState:
     elapsed_s: float = 0.0  # wall seconds of all sessions so far (resume)
     train_s: float = 0.0  # of which spent in training iterations
     images: int = 0
+    # one entry per session that trained the run (a segment: resnet.train.Run opens one), saying where and
+    # with what code it ran; in the checkpoint, so a segment lost with its machine leaves no entry
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def new(cls, config: RunConfig, device: torch.device, num_classes: int) -> RunState:
@@ -160,6 +163,8 @@ class RunState:
 
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for f in dataclasses.fields(self):
+            if f.name in RECORD_ONLY and f.name not in checkpoint:  # a checkpoint of older code
+                continue
             current, saved = getattr(self, f.name), checkpoint[f.name]
             if isinstance(current, torch.optim.Optimizer):
                 current.load_state_dict(keep_device_flags(saved, current))
@@ -169,6 +174,11 @@ class RunState:
                 current.copy_(saved)
             else:
                 setattr(self, f.name, saved)
+
+
+#: The fields that describe the run without deciding what it computes: a checkpoint written before they
+#: existed loads without them (every other field must be there).
+RECORD_ONLY = ("segments",)
 
 
 #: What an optimizer is built with for its device, not what it has learnt: a CPU run has float rates and

@@ -83,6 +83,8 @@ class Run:
             self.batches = self.data.batches(self.state.iteration, self.dist)
             self.code = code_version()  # the code this session runs
             self.session_start, self.elapsed_before = self.clock(), self.state.elapsed_s
+            self.train_before = self.state.train_s
+            self.state.segments.append(_segment(self))  # this session: a segment of the run
             if self.dist.is_writer:
                 self.folder.write_config(config, _execution_record(self))
                 self.folder.write_log(self.state.rows)  # drops rows written after the last checkpoint
@@ -161,6 +163,12 @@ class Run:
     def elapsed_s(self) -> float:  # wall seconds of this run over all its sessions
         return self.elapsed_before + self.clock() - self.session_start
 
+    def update_segment(self) -> None:
+        """This session's entry in the run's segments: how far it has trained the run, in how long."""
+        self.state.segments[-1].update(
+            to_iteration=self.state.iteration, seconds=round(self.clock() - self.session_start, 2),
+            train_seconds=round(self.state.train_s - self.train_before, 2))
+
     def wait(self) -> None:  # for the run's queued GPU work: the host runs many iterations ahead of it
         if self.stream is not None:
             self.stream.synchronize()
@@ -172,6 +180,7 @@ class Run:
         self.state.check_weights()
         if self.dist.is_writer:
             self.state.elapsed_s = self.elapsed_s()
+            self.update_segment()
             self.folder.write_checkpoint(self.config, self.state.to_checkpoint())
         self.slowest_save_s = max(self.slowest_save_s, self.clock() - t0)
 
@@ -190,6 +199,7 @@ class Run:
         if self.summary is None:
             with contextlib.suppress(RuntimeError) if status == "failed" else contextlib.nullcontext():
                 self.wait()  # after a CUDA error the device may refuse even this
+            self.update_segment()
             self.summary = _summary(self, status, message)
             if self.dist.is_writer:
                 if status == "finished":
@@ -220,13 +230,38 @@ def near_deadline(execution: Execution, runs: Sequence[Run], *, extra_iterations
     return execution.deadline.remaining() < reserve
 
 
+def cpu_name() -> str:
+    """The CPU's model as the kernel names it (/proc/cpuinfo), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _segment(run: Run) -> dict[str, Any]:
+    """A new segment's entry (resnet.state.RunState.segments): where the session starts, the code, the
+    device (on a CPU its model, the instruction set torch's kernels use and the threads) and how it runs."""
+    device = run.device
+    where = ({"device": "cuda", "gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else
+             {"device": "cpu", "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "threads": torch.get_num_threads()})
+    return {"from_iteration": run.state.iteration, "to_iteration": run.state.iteration, "seconds": 0.0,
+            "train_seconds": 0.0, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run.code, **where,
+            "compile": run.execution.compile, "graph": run.uses_graph, "torch_version": torch.__version__}
+
+
 def _execution_record(run: Run) -> dict[str, Any]:
     """config.json's "run": how the run is executed, which changes nothing it computes beyond rounding."""
     data, device = run.data, run.device
     precision = ("float32" if device.type != "cuda" else
                  "bf16-autocast" if run.config.precision == "bf16" else "float32 (TF32 off)")
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+            else f"cpu ({cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, "
+                 f"{torch.get_num_threads()} threads)")
     return {"device": str(device), "device_name": name, "world_size": run.dist.world_size,
             "graph": run.uses_graph, "compile": run.execution.compile,
             "cudnn_benchmark": run.execution.benchmarks_cudnn(device), "group": run.group or None,
@@ -258,7 +293,7 @@ def _summary(run: Run, status: str, message: str | None) -> Summary:
         device=execution["device_name"], precision=execution["precision"], graph=run.uses_graph,
         world_size=run.dist.world_size, torch_version=torch.__version__, **run.code,
         data=run.data.name, data_fingerprint=run.data.fingerprint, schedule=describe_schedule(cfg),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), segments=[dict(s) for s in state.segments])
 
 
 # --------------------------------------------------------------------------------------------------
