@@ -88,6 +88,33 @@ def tiny(arch: str = "resnet20", **overrides):
     return paper_config(arch, **{**base, **overrides})
 
 
+#: Where ``margin`` records what it measured (one JSON line per check), when set: benchmarks/kernel_paths.py
+#: sets it to tabulate every threshold's margin on each of the CPU's kernel paths.
+MARGINS_ENV = "RESNET_TEST_MARGINS"
+
+
+@pytest.fixture
+def margin(request):
+    """margin(quantity, value, "<" or ">", threshold): assert that a trained (or float32-rounded) quantity
+    is on the right side of its threshold, and record it for benchmarks/kernel_paths.py, which runs the
+    tests marked ``margins`` on every kernel path of the CPU and tabulates each value beside its threshold:
+    the room a check leaves to another CPU's rounding stays visible."""
+    import json
+    import operator
+
+    ops = {"<": operator.lt, ">": operator.gt}
+
+    def check(quantity: str, value: float, op: str, threshold: float) -> None:
+        path = os.environ.get(MARGINS_ENV)
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"test": request.node.nodeid, "quantity": quantity, "value": float(value),
+                                    "op": op, "threshold": float(threshold)}) + "\n")
+        assert ops[op](value, threshold), f"{quantity}: {value:.6g} is not {op} {threshold:.6g}"
+
+    return check
+
+
 class FakeClock:
     """A clock for the time limit that moves only when a training step tells it to (see ``slow_steps``):
     deadlines, a run's seconds per iteration and a sweep's pace all read it, so that what a test of

@@ -93,13 +93,16 @@ def test_existing_run_is_not_overwritten(cifar_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_training_learns(cifar_data, tmp_path):
-    """On the learnable synthetic set, a short run clearly beats chance (90% error)."""
-    cfg = tiny(iterations=60, milestones=(45,), eval_every=30, test_subset=None)
+@pytest.mark.margins
+def test_training_learns(cifar_data, tmp_path, margin):
+    """On the learnable synthetic set, a short run clearly beats chance (90% test error, a loss of ln 10 =
+    2.30). Batch 32: at batch 8 the rate of 0.1 makes 60 steps chaotic enough that one CPU's rounding ended
+    at 60% test error and another's at 38% (docs/tests-and-benchmarks.md tabulates the margins)."""
+    cfg = tiny(iterations=60, milestones=(45,), eval_every=30, batch_size=32, test_subset=None)
     summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
     rows = log_rows(tmp_path / "run")
-    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
-    assert summary.final_test_error < 0.6
+    margin("final test error", summary.final_test_error, "<", 0.5)
+    margin("last row's training loss", float(rows[-1]["train_loss"]), "<", 1.5)
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -340,12 +343,17 @@ def test_tutorial_stop_counts_across_a_resume(cifar_data, tmp_path, monkeypatch)
     assert all(torch.equal(v, resumed_weights[k]) for k, v in weights(tmp_path / "whole").items())
 
 
-def test_warmup_ends_when_training_error_falls(cifar_data, tmp_path):
-    cfg = tiny(iterations=40, eval_every=10, milestones=(30,), warmup_lr=0.01, warmup_check_every=5,
-               warmup_until_train_error=0.95)
+@pytest.mark.margins
+def test_warmup_ends_when_training_error_falls(cifar_data, tmp_path, margin):
+    """The warm-up rate holds until the training error of the last 5 batches is below 50%: not at the first
+    check (the untrained network is near chance, 90%), but once it has learnt, well within 60 iterations."""
+    cfg = tiny(iterations=60, eval_every=10, milestones=(50,), warmup_lr=0.01, warmup_check_every=5,
+               warmup_until_train_error=0.5)
     summary = engine.train(cfg, data=cifar_data, out=tmp_path / "run", execution=QUIET)
     end = summary.warmup_end
-    assert end is not None and end % 5 == 0 and end <= 40
+    assert end is not None and end % 5 == 0
+    margin("iteration the warm-up ended", end, ">", 5)
+    margin("iteration the warm-up ended", end, "<", 60)
     for r in log_rows(tmp_path / "run"):
         assert float(r["lr"]) == pytest.approx(learning_rate(int(r["iteration"]) - 1, cfg, warmup_end=end))
 
