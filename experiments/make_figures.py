@@ -6,7 +6,10 @@
 Full-schedule records (results/runs/...) draw figures/; short-schedule runs (results/short/...) draw
 figures/short/ and quick runs (results/quick/...) figures/quick/, and every title and table says which
 schedule, data, seeds and code its numbers come from. A figure whose runs are missing is skipped with a
-one-line note. figures/augmentation.png is drawn from the data itself, when
+one-line note. Every record is read whole and checked first (resnet.records.RunFolder.read): when one is
+damaged (a file cut short, a summary that disagrees with its log, ...) nothing is drawn and no file
+changes, and the message names each damaged folder and why; --skip-damaged draws from the whole records
+only, and says which were left out. figures/augmentation.png is drawn from the data itself, when
 CIFAR-10 is here (--data-dir, $CIFAR10_ROOT or data/), and skipped otherwise. The functions behind every
 figure and table are in resnet.results.
 
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a copi
 from experiments import docs_tables  # noqa: E402
 from resnet import cli, results  # noqa: E402
 from resnet import cifar10  # noqa: E402
-from resnet.records import REPO_ROOT, RESULTS_DIR  # noqa: E402
+from resnet.records import REPO_ROOT, RESULTS_DIR, DamagedRecords, display_path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +39,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="a results folder to draw (default: results/, results/short/ and "
                              "results/quick/)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 for the augmentation figure (optional)")
+    parser.add_argument("--skip-damaged", action="store_true",
+                        help="draw from the whole records only, leaving out (and naming) the damaged ones; "
+                             "without it a damaged record stops everything before any file is written")
     args = parser.parse_args(argv)
-    for root in args.results or [RESULTS_DIR, RESULTS_DIR / "short", RESULTS_DIR / "quick"]:
-        print(f"== {results.display_path(root)} -> {results.display_path(results.figures_dir_for(root))}")
-        results.build(root)
+    roots = args.results or [RESULTS_DIR, RESULTS_DIR / "short", RESULTS_DIR / "quick"]
+    damaged = {}
+    for root in roots:  # every record of every root is checked before anything is drawn
+        try:
+            results.load_runs(root)
+        except DamagedRecords as e:
+            damaged.update(e.folders)
+    if damaged and not args.skip_damaged:
+        raise DamagedRecords(damaged, then="Nothing was drawn and no file changed. Restore {it} (git "
+                             "checkout -- {paths}, or the pack {it} came in), or pass --skip-damaged to draw "
+                             "from the whole records only.")
+    for folder, problems in damaged.items():
+        print(f"left out, damaged (--skip-damaged): {display_path(folder)}: {'; '.join(problems)}",
+              file=sys.stderr)
+    for root in roots:
+        print(f"== {display_path(root)} -> {display_path(results.figures_dir_for(root))}")
+        results.build(root, skip_damaged=args.skip_damaged)
     if args.results is None:
         try:
             data = cifar10.load_cifar10(cifar10.resolve_data_dir(args.data_dir))

@@ -39,7 +39,7 @@ from resnet.config import RECIPES, SHORTCUT_DEPTHS, ConfigError, RunConfig  # no
 from resnet.config import paper_config, tutorial_config  # noqa: E402
 from resnet.pretrained import PUBLISHED  # noqa: E402
 from resnet.plan import Costs  # noqa: E402
-from resnet.records import Job  # noqa: E402
+from resnet.records import DamagedRecords, Job, damage  # noqa: E402
 from resnet.config import GPU_GROUP  # noqa: E402
 from resnet.sweep import groups  # noqa: E402
 
@@ -57,6 +57,20 @@ def plan() -> list[RunConfig]:
     other_seeds = [c.replace(seed=s) for s in (1, 2) for c in networks]
     ordered = first + depth_series + resnet110 + extras + other_seeds
     return [c for i, c in enumerate(ordered) if c not in ordered[:i]]  # each run once, where it first comes
+
+
+def covered_last(jobs: list[Job]) -> list[Job]:
+    """``jobs`` with those whose network and seed a float32 run outside the plan already holds (a CPU's run,
+    trained in segments: results/runs/resnet56-A-paper-s0-fp32) moved to the end, in their order: that run
+    is the seed's, so GPU time goes first to the networks that have no run."""
+    planned = {job.out for job in jobs}
+
+    def covered(job: Job) -> bool:
+        twin = job.out.with_name(f"{job.out.name}-fp32")
+        return (job.config.precision == "bf16" and twin not in planned
+                and Job(job.config, twin).folder.holds_a_run())
+
+    return [job for job in jobs if not covered(job)] + [job for job in jobs if covered(job)]
 
 
 def short_plan() -> list[RunConfig]:
@@ -131,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard is not None:
         k, n = args.shard
         jobs = jobs[k - 1::n]
+    jobs = covered_last(jobs)  # after the shards: each machine's part stays the plan's
     costs = Costs.load(args.costs)
     if args.list:
         return list_units(jobs, costs, size=args.group or GPU_GROUP)
@@ -148,13 +163,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def list_units(jobs: list[Job], costs: Costs | None, *, size: int) -> int:
     """The plan as the units a GPU's sweep opens (resnet.sweep.groups), one paragraph each: its runs and
-    its estimated seconds by the cost table; then the runs that have finished."""
-    todo = [job for job in jobs if not job.folder.finished(job.config)]
+    its estimated seconds by the cost table; then the runs that have finished, and those whose records are
+    damaged (neither finished nor trained again: a sweep leaves them alone)."""
+    damaged = damage(job.folder for job in jobs)
+    todo = [job for job in jobs if job.out not in damaged and not job.folder.finished(job.config)]
     units = groups(todo, size)
     source = f"estimated by {costs.source}" if costs else "no cost table: no estimates"
-    print(f"plan: {len(jobs)} runs, {len(jobs) - len(todo)} finished, {len(todo)} to train as {len(units)} "
-          f"units of at most {size} runs ({source}; under a time limit a unit is cut to the runs that can "
-          "finish, and the others wait for a later one)")
+    finished = [job.out.name for job in jobs if job not in todo and job.out not in damaged]
+    print(f"plan: {len(jobs)} runs, {len(finished)} finished, "
+          + (f"{len(damaged)} damaged, " if damaged else "")
+          + f"{len(todo)} to train as {len(units)} units of at most {size} runs ({source}; under a time "
+          "limit a unit is cut to the runs that can finish, and the others wait for a later one)")
     for i, unit in enumerate(units, 1):
         done = unit[0].folder.report().iterations_done or 0
         left = unit[0].config.iterations - done
@@ -163,13 +182,18 @@ def list_units(jobs: list[Job], costs: Costs | None, *, size: int) -> int:
         start = f", from iteration {done:,}" if done else ""
         print("\n" + textwrap.fill(f"unit {i} ({seconds}{start}): " + ", ".join(j.out.name for j in unit),
                                    width=110, subsequent_indent="  "))
-    finished = [job.out.name for job in jobs if job not in todo]
     if finished:
         print("\n" + textwrap.fill("finished: " + ", ".join(finished), width=110, subsequent_indent="  "))
+    for path, problems in damaged.items():
+        print("\n" + textwrap.fill(f"damaged, not trained until restored or moved away: {path.name}: "
+                                   + "; ".join(problems), width=110, subsequent_indent="  "))
     return 0
 
 
 def pack(jobs: list[Job], args: argparse.Namespace) -> int:
+    """The runs' records into archives (resnet.transfer.pack); the damaged ones are left out, and named in
+    an error once the others are packed."""
+    damaged = damage(job.folder for job in jobs)
     for path in transfer.pack(jobs, args.pack, archive_mb=args.archive_mb, published=PUBLISHED,
                               checkpoint_mb=args.checkpoint_mb):
         with tarfile.open(path) as tar:
@@ -178,6 +202,10 @@ def pack(jobs: list[Job], args: argparse.Namespace) -> int:
         checkpoints = sum(n.endswith("checkpoint.pt") for n in names)
         print(f"{path}: {path.stat().st_size / 2**20:.1f} MB, {len(runs)} runs ({checkpoints} with their "
               f"checkpoint)")
+    if damaged:
+        raise DamagedRecords(damaged, then="The other runs were packed, not {it}: restore {it} from "
+                             "where {it} came (git checkout -- {paths}, or the pack {it} came in), then "
+                             "pack again.")
     return 0
 
 

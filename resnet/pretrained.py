@@ -30,7 +30,7 @@ from resnet.loader import normalize
 from resnet.records import RESULTS_DIR, RunFolder, atomic_write_bytes, run_name
 
 __all__ = ["WEIGHTS_DIR", "PUBLISHED", "WeightsError", "Normalization", "publish", "published", "load",
-           "load_file"]
+           "published_path", "load_file"]
 
 #: Where published weights live: results/weights/, or the folder $RESNET_WEIGHTS_DIR names.
 WEIGHTS_DIR = Path(os.environ.get("RESNET_WEIGHTS_DIR") or RESULTS_DIR / "weights")
@@ -119,12 +119,20 @@ def load(arch: str, *, shortcut: str = "A", recipe: str = "paper", seed: int = 0
     """The published network ``arch`` (with ``shortcut``, ``recipe``, ``seed``) in eval mode, and the
     normalisation it was trained with. Checks the file's SHA-256 against the manifest."""
     name = run_name(arch, shortcut, recipe, seed)
-    manifest = _manifest(folder)
-    entries = [(file, entry) for file, entry in manifest.items() if entry["run"] == name]
-    if not entries:
-        have = ", ".join(sorted(e["run"] for e in manifest.values())) or "none yet"
+    path = published_path(name, folder)
+    if path is None:
+        have = ", ".join(published(folder)) or "none yet"
         raise WeightsError(f"no published weights for {name} in {folder} (published: {have}). Train it with "
                            f"the experiments and load its run folder's model.pt with load_file() instead.")
+    return load_file(path, device=device)
+
+
+def published_path(run: str, folder: Path = WEIGHTS_DIR) -> Path | None:
+    """The published file of the run named ``run``, its SHA-256 checked against the manifest; None when the
+    manifest lists none. A listed file that is missing or does not match raises WeightsError."""
+    entries = [(file, entry) for file, entry in sorted(_manifest(folder).items()) if entry["run"] == run]
+    if not entries:
+        return None
     file, entry = entries[0]
     path = Path(folder) / file
     if not path.exists():
@@ -133,7 +141,7 @@ def load(arch: str, *, shortcut: str = "A", recipe: str = "paper", seed: int = 0
     if _sha256(path.read_bytes()) != entry["sha256"]:
         raise WeightsError(f"{path} does not match the SHA-256 in {MANIFEST}: the file is damaged or was "
                            f"replaced; restore it with `git checkout {path}`")
-    return load_file(path, device=device)
+    return path
 
 
 def load_file(path: str | Path, *, arch: str | None = None,

@@ -12,7 +12,9 @@ Every run has its own folder, ``<arch>-<shortcut>-<recipe>-s<seed>`` (:func:`run
     run.lock       held (flock) by the process that trains the run; names that process
 
 All files are written atomically (a temporary file, then a rename): a crash leaves the old file or the
-new one, never half of one.
+new one, never half of one. A copy can still be cut short (a pack, a commit, a sync), so every reader of a
+run's records goes through :func:`check_record` (:meth:`RunFolder.read`): a folder whose files do not
+parse or do not agree is *damaged*, named with what is wrong (:class:`DamagedRecords`), never read in part.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import fnmatch
 import hashlib
 import io
 import json
+import math
 import os
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +40,10 @@ import torch
 
 from resnet.config import RunConfig
 
-__all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RunFolderError", "RunFolder", "Summary", "RunLock",
-           "atomic_write_bytes", "write_json", "read_json", "write_log", "atomic_torch_save", "git_commit",
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RECORDS", "STATUSES", "RunFolderError",
+           "DamagedRecords", "Record", "check_record", "damage", "display_path", "RunFolder", "Summary",
+           "RunLock", "atomic_write_bytes", "write_json", "read_json", "write_log", "atomic_torch_save",
+           "git_commit",
            "code_fingerprint", "git_files", "code_version", "run_name", "default_run_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,11 +51,23 @@ RESULTS_DIR = REPO_ROOT / "results"
 
 LOG_FIELDS = ("iteration", "epoch", "lr", "train_loss", "train_error", "val_error", "test_loss", "test_error",
               "elapsed_s")
+#: A run's records: what is committed and packed (checkpoint.pt and model.pt are its state and weights)
+RECORDS = ("config.json", "log.csv", "summary.json")
+#: What summary.json's status may say ("missing" and "damaged" are what RunFolder.report says of a folder)
+STATUSES = ("finished", "unfinished", "diverged", "failed")
 
 
 class RunFolderError(RuntimeError):
     """The run folder holds another run, a run that cannot be resumed with this config, or a run that
     another process is training."""
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it is inside it (for messages), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -223,10 +240,226 @@ class Summary:
         return dataclasses.asdict(self)
 
 
+class DamagedRecords(RunFolderError):
+    """Run folders whose records do not parse or do not agree with each other: ``folders`` maps each to
+    what is wrong. The message names them all, then says what to do: ``then``, in which {it} is "it" or
+    "them" and {paths} the folders (by default: restore them, or move them away)."""
+
+    RESTORE = ("Restore {it} from where {it} came (git checkout -- {paths}, or the pack {it} came in), or "
+               "move {it} away to train the run afresh; nothing was changed.")
+
+    def __init__(self, folders: dict[Path, list[str]], then: str = RESTORE) -> None:
+        self.folders = {Path(f): list(problems) for f, problems in folders.items()}
+        named = "; ".join(f"{display_path(f)}: {'; '.join(p)}" for f, p in self.folders.items())
+        head = "damaged run records" if len(self.folders) == 1 else f"{len(self.folders)} damaged run records"
+        then = then.format(it="it" if len(self.folders) == 1 else "them",
+                           paths=" ".join(display_path(f) for f in self.folders))
+        super().__init__(f"{head}: {named}. {then}")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A run's records read whole and checked against each other (check_record): its summary, its config
+    (None only for a run that failed before it trained) and its log, one dict per row of LOG_FIELDS."""
+
+    summary: Summary
+    config: RunConfig | None
+    log: list[dict[str, float | None]]
+
+
+#: The log's columns that the summary's final errors are (the log's other columns are for the plots)
+_FINAL = {"final_test_error": "test_error", "final_train_error": "train_error",
+          "final_val_error": "val_error"}
+
+
+def check_record(files: dict[str, bytes]) -> tuple[Record | None, list[str]]:
+    """Read a run's records (``files``: RECORDS' names -> their bytes, as on disk or in a pack) and check
+    them: (the record, []) when whole, else (None, what is wrong, file by file). Whole means: each file
+    parses; a run that trained (or says it finished) has its config and its log; the summary names the
+    config's network, recipe and seed, and its data, data fingerprint and schedule; its final errors are
+    those of the log's last row at or before its iterations done (a paused run's log may end before them,
+    and a run resumed since and stopped without a summary may have rows after them: its checkpoint continues
+    it); a finished run's log ends at its iterations done, which are the planned ones unless its config stops
+    early, and it has a final test and training error; the sessions that trained it (segments) run from
+    iteration 0 to its iterations done without a gap."""
+    problems: list[str] = []
+    raw = _parse_json(files, "summary.json", problems)
+    summary = _summary_of(raw, problems) if raw is not None else None
+    trained = summary is not None and (summary.iterations_done > 0 or summary.status == "finished")
+    config = _config_in(files, problems, required=trained)
+    log = _log_in(files, problems, required=trained)
+    if summary is None or problems:
+        return None, problems
+    if config is not None:  # the keys a summary of older code lacks are not a disagreement
+        problems += [f"summary.json says {key} {raw[key]!r}, config.json {getattr(config, key)!r}"
+                     for key in ("arch", "shortcut", "recipe", "seed")
+                     if key in raw and raw[key] != getattr(config, key)]
+    if trained:
+        problems += [f"summary.json names no {key.replace('_', ' ')}"
+                     for key in ("data", "data_fingerprint", "schedule") if not raw.get(key)]
+    problems += _against_log(summary, config, log or [])
+    problems += _segment_gaps(raw.get("segments"), summary.iterations_done)
+    return (None if problems else Record(summary, config, log or [])), problems
+
+
+def _parse_json(files: dict[str, bytes], name: str, problems: list[str]) -> Any:
+    if name not in files:
+        problems.append(f"{name} is missing")
+        return None
+    try:
+        return json.loads(files[name].decode())
+    except UnicodeDecodeError:
+        problems.append(f"{name} is not text")
+    except json.JSONDecodeError as e:
+        problems.append(f"{name} does not parse: {e.msg} (line {e.lineno}, column {e.colno}; cut short?)")
+    return None
+
+
+def _summary_of(raw: Any, problems: list[str]) -> Summary | None:
+    if not isinstance(raw, dict):
+        problems.append("summary.json holds no summary (a JSON object)")
+        return None
+    before = len(problems)
+    if raw.get("status") not in STATUSES:
+        problems.append(f"summary.json's status is {raw.get('status')!r}, none of {', '.join(STATUSES)}")
+    for key in ("iterations_done", "iterations_planned"):
+        if not _is_int(raw.get(key, 0)) or raw.get(key, 0) < 0:
+            problems.append(f"summary.json's {key} is {raw.get(key)!r}, not a count of iterations")
+    for key in _FINAL:
+        if raw.get(key) is not None and not _is_number(raw[key]):
+            problems.append(f"summary.json's {key} is {raw[key]!r}, not a number")
+    return Summary.from_dict(raw) if len(problems) == before else None
+
+
+def _config_in(files: dict[str, bytes], problems: list[str], *, required: bool) -> RunConfig | None:
+    if "config.json" not in files:
+        if required:
+            problems.append("config.json is missing")
+        return None
+    saved = _parse_json(files, "config.json", problems)
+    if saved is None:
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        problems.append("config.json holds no \"config\"")
+        return None
+    try:
+        return RunConfig.from_dict(saved["config"])
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        problems.append(f"config.json's config is not a run's ({e})")
+        return None
+
+
+def _log_in(files: dict[str, bytes], problems: list[str], *,
+            required: bool) -> list[dict[str, float | None]] | None:
+    if "log.csv" not in files:
+        if required:
+            problems.append("log.csv is missing")
+        return None
+    try:
+        text = files["log.csv"].decode()
+        lines = list(csv.reader(io.StringIO(text)))
+    except (UnicodeDecodeError, csv.Error):
+        problems.append("log.csv is not text in CSV")
+        return None
+    if not lines:
+        problems.append("log.csv is empty (not even its header)")
+        return None
+    header, rows = lines[0], []
+    lacking = [f for f in ("iteration", *_FINAL.values()) if f not in header]
+    if lacking:
+        problems.append(f"log.csv's header lacks {', '.join(lacking)}")
+        return None
+    for number, cells in enumerate(lines[1:], 2):
+        where = f"log.csv line {number}"
+        if len(cells) != len(header):
+            problems.append(f"{where} has {len(cells)} of its {len(header)} fields (cut short?)")
+            return None
+        try:
+            row = {k: None if v == "" else float(v) for k, v in zip(header, cells)}
+        except ValueError:
+            problems.append(f"{where} holds something other than numbers")
+            return None
+        iteration = row["iteration"]
+        whole = iteration is not None and math.isfinite(iteration) and iteration == int(iteration)
+        if not whole or (rows and iteration <= rows[-1]["iteration"]):
+            problems.append(f"{where}: iteration {cells[header.index('iteration')]!r} does not follow "
+                            f"{int(rows[-1]['iteration']) if rows else 0:,}")
+            return None
+        rows.append({**row, "iteration": int(iteration)})
+    if not text.endswith("\n"):
+        problems.append("log.csv ends in the middle of a line (cut short?)")
+        return None
+    return rows
+
+
+def _against_log(summary: Summary, config: RunConfig | None, log: list[dict[str, float | None]]) -> list[str]:
+    """Where the summary and its log disagree (see check_record)."""
+    done, planned, problems = summary.iterations_done, summary.iterations_planned, []
+    if summary.status == "finished":
+        if not log or log[-1]["iteration"] != done:
+            end = f"ends at iteration {log[-1]['iteration']:,}" if log else "has no rows"
+            problems.append(f"the run finished at iteration {done:,}, but log.csv {end} (cut short?)")
+        stops_early = config is not None and config.patience is not None
+        if done != planned and not (stops_early and 0 < done < planned):
+            problems.append(f"summary.json says finished at iteration {done:,} of {planned:,} planned"
+                            + ("" if stops_early else ", and its config stops only at the end"))
+        problems += [f"summary.json says finished without a {key.replace('_', ' ')}"
+                     for key in ("final_test_error", "final_train_error") if getattr(summary, key) is None]
+    upto = [row for row in log if row["iteration"] <= done]
+    last = upto[-1] if upto else {}
+    says = (f"log.csv's row at iteration {last['iteration']:,} says" if last else
+            f"log.csv has no row at or before iteration {done:,}, so")
+    return problems + [f"summary.json's {key} is {getattr(summary, key)}, but {says} {last.get(column)}"
+                       for key, column in _FINAL.items()
+                       if not _same(getattr(summary, key), last.get(column))]
+
+
+def _segment_gaps(segments: Any, done: int) -> list[str]:
+    """Where the sessions that trained a run (summary.json's segments, when it has them) leave a gap."""
+    if segments is None:
+        return []
+    if not isinstance(segments, list) or not all(
+            isinstance(s, dict) and _is_int(s.get("from_iteration")) and _is_int(s.get("to_iteration"))
+            for s in segments):
+        return ["summary.json's segments are not a list of sessions from and to an iteration"]
+    end = 0
+    for number, segment in enumerate(segments, 1):
+        if segment["from_iteration"] != end or segment["to_iteration"] < end:
+            return [f"summary.json's segment {number} runs from iteration {segment['from_iteration']:,} to "
+                    f"{segment['to_iteration']:,}, where the run stood at {end:,}"]
+        end = segment["to_iteration"]
+    return [] if end == done or not segments else \
+        [f"summary.json's segments end at iteration {end:,}, its iterations done are {done:,}"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return (a is None) == (b is None) and (a is None or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
+
+
+def damage(folders: Iterable[RunFolder]) -> dict[Path, list[str]]:
+    """The damaged ones of ``folders``: {path: what is wrong} (RunFolder.read)."""
+    found = {}
+    for folder in folders:
+        try:
+            folder.read()
+        except DamagedRecords as e:
+            found.update(e.folders)
+    return found
+
+
 class RunFolder:
     """One run's folder: its status, config, summary, log, checkpoint and trained model, read and written
     here only. ``status`` is "missing" (nothing there), "unfinished" (a checkpoint; a summary saying so, or
-    none when the process was killed), "finished", "diverged" or "failed"."""
+    none when the process was killed), "finished", "diverged", "failed" or "damaged" (its records do not
+    parse or do not agree: :meth:`read` says why)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -250,20 +483,46 @@ class RunFolder:
 
     # -- reading ---------------------------------------------------------------------------------------
     def summary(self) -> Summary | None:
+        """summary.json as it is, unchecked (what a sweep plans with); :meth:`read` checks it."""
         try:
             return Summary.from_dict(read_json(self.path / "summary.json"))
         except (OSError, ValueError, TypeError):
             return None
 
+    def read(self) -> Record | None:
+        """The run's records, read whole and checked against each other (check_record); None when there
+        is no record (no summary.json: nothing there, or a run stopped before it wrote one) or while a
+        process trains the run (its files are being written). DamagedRecords names what is wrong."""
+        if self.lock.holder() is not None or not (self.path / "summary.json").exists():
+            return None
+        files, problems = {}, []
+        for name in RECORDS:
+            try:
+                files[name] = (self.path / name).read_bytes()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                problems.append(f"{name} cannot be read ({e.strerror})")
+        record, found = check_record(files)
+        if problems or found:
+            raise DamagedRecords({self.path: problems + found})
+        return record
+
     def report(self) -> Summary:
-        """The summary; for a run without one, a Summary that says 'unfinished' (a process trains it now,
-        or it left a checkpoint: killed) or 'missing'."""
-        summary = self.summary()
-        if summary is not None:
-            return summary
+        """The summary (checked: read); for a run without one, a Summary that says 'unfinished' (a process
+        trains it now, or it left a checkpoint: killed), 'missing' or, when its records are damaged,
+        'damaged' with what is wrong."""
         holder = self.lock.holder()
-        if holder is not None:
-            return Summary("unfinished", f"being trained by {holder}")
+        if holder is None:
+            try:
+                record = self.read()
+            except DamagedRecords as e:
+                return Summary("damaged", "; ".join(e.folders[self.path]))
+            if record is not None:
+                return record.summary
+        else:
+            summary = self.summary()  # its records are being written: what its last session said
+            return summary or Summary("unfinished", f"being trained by {holder}")
         if self.checkpoint_path.is_file():
             return Summary("unfinished", "stopped without a summary (killed?); its checkpoint continues it")
         return Summary("missing")
@@ -307,6 +566,8 @@ class RunFolder:
         if not resume and self.holds_a_run():
             raise RunFolderError(f"{self.path} already holds a run. Pass --resume to continue it (a finished "
                                  f"run is left as it is), or choose another --out; nothing was changed.")
+        if resume:
+            self.read()  # a damaged run is not trained over: DamagedRecords says what to do
         if lock:
             self.lock.acquire()
 

@@ -23,12 +23,14 @@ import pandas as pd
 
 from resnet import cifar10, models, plots
 from resnet.config import RunConfig, describe_schedule, is_quick
-from resnet.records import REPO_ROOT, RESULTS_DIR, RunFolder, atomic_write_bytes
+from resnet.records import (REPO_ROOT, RESULTS_DIR, DamagedRecords, RunFolder, atomic_write_bytes,
+                            display_path)
 
 __all__ = ["PAPER_TABLE6", "PAPER_PARAMS", "TUTORIAL_TEST_ERROR", "FIGURES_DIR", "markdown_table",
            "records_root", "schedule_name", "code_label",
            "figures_dir_for", "load_runs", "load_log", "degradation_runs", "shortcut_runs", "label",
-           "seed_table", "table6", "shortcut_table", "tutorial_table", "degradation_curves",
+           "seed_table", "run_kind", "usual_kind", "progress", "table6", "shortcut_table", "tutorial_table",
+           "degradation_curves",
            "confusion_records", "layer_response_records", "build", "build_augmentation", "record_label",
            "record_code", "display_path"]
 
@@ -83,19 +85,32 @@ def figures_dir_for(results_root: Path) -> Path:
     return known.get(root, root / "figures")
 
 
-def load_runs(results_root: str | Path) -> pd.DataFrame:
-    """One row per run folder under ``results_root/runs``: its summary, its config (as ``config`` and as
-    ``cfg_<field>`` columns), its folder, depth and whether it is residual."""
-    rows = []
+#: CIFAR-10's training images (a run may take a subset, and hold some out for validation)
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+def load_runs(results_root: str | Path, *, skip_damaged: bool = False) -> pd.DataFrame:
+    """One row per run record under ``results_root/runs`` (each read whole and checked: RunFolder.read): its
+    summary, its config (as ``config`` and as ``cfg_<field>`` columns), its folder, depth and whether it is
+    residual. A damaged record raises DamagedRecords naming every damaged folder, unless ``skip_damaged``
+    (the caller names them: RunFolder.read, records.damage): a table never loses a run in silence."""
+    rows, damaged = [], {}
     for path in sorted(Path(results_root, "runs").glob("*/summary.json")):
         folder = RunFolder(path.parent)
+        try:
+            record = folder.read()
+        except DamagedRecords as e:
+            damaged.update(e.folders)
+            continue
+        if record is None or record.config is None:
+            continue  # being trained now, or failed before it had a config: nothing to draw
         # through RunConfig: a record written before a field existed gets that field's default
-        summary, config = folder.summary(), folder.config()
-        if summary is None or config is None:
-            continue  # not a record of this code's runs
+        config = record.config
         rows.append({"run": folder.name, "path": str(folder.path), "depth": config.depth,
                      "residual": models.is_residual(config.arch), "config": config.to_dict(),
-                     **{f"cfg_{k}": v for k, v in config.to_dict().items()}, **summary.to_dict()})
+                     **{f"cfg_{k}": v for k, v in config.to_dict().items()}, **record.summary.to_dict()})
+    if damaged and not skip_damaged:
+        raise DamagedRecords(damaged)
     return pd.DataFrame(rows)
 
 
@@ -104,10 +119,22 @@ def load_log(run_dir: str | Path) -> pd.DataFrame:
 
 
 def _finished_paper_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The paper recipe's finished runs, less the float32 controls: a float32 run of a network and seed
+    that also has a bf16 run is that run's control (what bf16 costs), not a seed of its own. A float32 run
+    without one (a CPU's: the precision a CPU computes in) is that seed's run."""
     if runs.empty:
         return runs
-    return runs[(runs["recipe"] == "paper") & (runs["status"] == "finished")
-                & (runs["cfg_precision"] == "bf16")]
+    done = runs[(runs["recipe"] == "paper") & (runs["status"] == "finished")]
+    key = ["arch", "shortcut", "seed", "cfg_iterations"]
+    bf16 = set(map(tuple, done.loc[done["cfg_precision"] == "bf16", key].values.tolist()))
+    control = (done["cfg_precision"] == "fp32") & done[key].apply(lambda r: tuple(r) in bf16, axis=1)
+    return done[~control]
+
+
+def run_kind(run: pd.Series) -> str:
+    """How a run computed, from its summary: "bf16, GPU", "float32, GPU" or "float32, CPU"."""
+    device = "CPU" if str(run.get("device") or "cpu").startswith("cpu") else "GPU"
+    return f"{'bf16' if str(run.get('precision')).startswith('bf16') else 'float32'}, {device}"
 
 
 def degradation_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -165,19 +192,40 @@ def seed_table(runs: pd.DataFrame, by: Iterable[str] = ("arch",)) -> pd.DataFram
     def std(s: pd.Series) -> float:
         return s.std(ddof=1) if len(s) > 1 else math.nan
 
+    def kinds(s: pd.Series) -> tuple[tuple[str, int], ...]:  # how the seeds computed, most common first
+        counts = s.value_counts()
+        return tuple((str(k), int(n)) for k, n in sorted(counts.items(), key=lambda kn: (-kn[1], kn[0])))
+
+    done = done.assign(kind=done.apply(run_kind, axis=1))
     table = done.groupby(by, sort=False).agg(
         depth=("depth", "first"), parameters=("parameters", "first"), test_mean=("test", "mean"),
         test_std=("test", std), train_mean=("train", "mean"), train_std=("train", std),
-        seeds=("test", "size"), wall_time_s=("wall_time_s", "mean")).reset_index()
+        seeds=("test", "size"), wall_time_s=("wall_time_s", "mean"), kinds=("kind", kinds)).reset_index()
     return table.sort_values(["depth", *by]).reset_index(drop=True)
 
 
-def _percent(row: pd.Series | None, which: str = "test") -> str:
-    """A table cell, in %: '8.52' for one seed, '8.52 ± 0.14 (3 seeds)' for several, '–' for none."""
+def usual_kind(table: pd.DataFrame) -> str | None:
+    """The way most of a seed table's runs computed (run_kind): its cells name only the others."""
+    counts: dict[str, int] = {}
+    for kinds in table.get("kinds", []):
+        for kind, n in kinds:
+            counts[kind] = counts.get(kind, 0) + n
+    return max(sorted(counts), key=counts.get) if counts else None
+
+
+def _percent(row: pd.Series | None, which: str = "test", usual: str | None = None) -> str:
+    """A table cell, in %: '8.52' for one seed, '8.52 ± 0.14 (3 seeds)' for several, '–' for none. Runs
+    that computed otherwise than the table's ``usual`` kind are named: '6.97 (float32, CPU)', '7.10 ± 0.20
+    (3 seeds: 2 bf16, GPU; 1 float32, CPU)'."""
     if row is None:
         return "–"
     mean, std, n = row[f"{which}_mean"], row[f"{which}_std"], int(row["seeds"])
-    return f"{mean:.2f} ± {std:.2f} ({n} seeds)" if n > 1 and not math.isnan(std) else f"{mean:.2f}"
+    kinds = list(row.get("kinds") or ())
+    named = usual is not None and any(kind != usual for kind, _ in kinds)
+    if n > 1 and not math.isnan(std):
+        what = f"{n} seeds" + (": " + "; ".join(f"{k} {kind}" for kind, k in kinds) if named else "")
+        return f"{mean:.2f} ± {std:.2f} ({what})"
+    return f"{mean:.2f}" + (f" ({kinds[0][0]})" if named else "")
 
 
 def _row(table: pd.DataFrame, **match: Any) -> pd.Series | None:
@@ -191,14 +239,16 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 6 beside our runs: per depth, parameters (ours, the paper's), the plain net's and the ResNet's
     final test and training error (mean ± std over seeds), and the paper's ResNet test error."""
     table = seed_table(degradation_runs(runs), by=("arch",))
+    usual = usual_kind(table)
     rows = []
     for depth in sorted(set(table["depth"])):
         plain, res = _row(table, arch=f"plain{depth}"), _row(table, arch=f"resnet{depth}")
         rows.append({"layers": depth,
                      "params": f"{(res if res is not None else plain)['parameters'] / 1e6:.2f}M",
                      "paper params": PAPER_PARAMS.get(depth, "–"),
-                     "plain test": _percent(plain), "plain train": _percent(plain, "train"),
-                     "ResNet test": _percent(res), "ResNet train": _percent(res, "train"),
+                     "plain test": _percent(plain, usual=usual),
+                     "plain train": _percent(plain, "train", usual),
+                     "ResNet test": _percent(res, usual=usual), "ResNet train": _percent(res, "train", usual),
                      "ResNet test, paper": PAPER_TABLE6.get(depth, "–")})
     return pd.DataFrame(rows)
 
@@ -207,12 +257,14 @@ def shortcut_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Options A, B and C per depth: final test and training error (mean ± std over seeds), and
     parameters."""
     table = seed_table(shortcut_runs(runs), by=("arch", "shortcut"))
+    usual = usual_kind(table)
     rows = []
     for depth in sorted(set(table["depth"])):
         found = {option: _row(table, depth=depth, shortcut=option) for option in models.SHORTCUTS}
         row: dict[str, Any] = {"layers": depth}
-        row.update({f"{option} test": _percent(found[option]) for option in models.SHORTCUTS})
-        row.update({f"{option} train": _percent(found[option], "train") for option in models.SHORTCUTS})
+        row.update({f"{option} test": _percent(found[option], usual=usual) for option in models.SHORTCUTS})
+        row.update({f"{option} train": _percent(found[option], "train", usual)
+                    for option in models.SHORTCUTS})
         row.update({f"{option} params": "–" if run is None else f"{int(run['parameters']):,}"
                     for option, run in found.items()})
         rows.append(row)
@@ -230,7 +282,7 @@ def tutorial_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, run in tutorial.iterrows():
         config = RunConfig.from_dict(run["config"])
-        per_epoch = 45_000 // config.batch_size if not config.train_subset else None
+        per_epoch = _split(config)[0] // config.batch_size if not config.train_subset else None
         epoch = f" (epoch {run['iterations_done'] / per_epoch:.1f})" if per_epoch else ""
         best = run.get("best_val_iteration")
         if run["selection"] == "validation":  # a record of the code before the tutorial's own rule
@@ -248,6 +300,41 @@ def tutorial_table(runs: pd.DataFrame) -> pd.DataFrame:
             "its validation accuracy": _accuracy(run["best_val_error"]),
             "its test accuracy": _accuracy(run["best_val_test_error"])})
     return pd.DataFrame(rows)
+
+
+def _split(config: RunConfig) -> tuple[int, int]:
+    """(training, validation) images of a run: its share of CIFAR-10's training set, less what it holds
+    out."""
+    images = config.train_subset or CIFAR10_TRAIN_IMAGES
+    return images - config.val_size, config.val_size
+
+
+def progress(runs: pd.DataFrame, results_root: Path) -> str:
+    """One line per run still in training (unfinished: paused by a time limit, or between segments): where it
+    stands, in iterations and time, never its errors, which are progress and not results until its last
+    iteration; one line saying so when there is none."""
+    where = display_path(Path(results_root) / "runs")
+    training = runs[runs["status"] == "unfinished"] if not runs.empty else runs
+    if training.empty:
+        return f"**In training:** no run under `{where}`; every run recorded there has finished.\n"
+    lines = []
+    for _, run in training.sort_values("run").iterrows():
+        done, planned = int(run["iterations_done"]), int(run["iterations_planned"])
+        segments = run.get("segments") if isinstance(run.get("segments"), list) else []
+        seconds = sum(s.get("seconds", 0.0) for s in segments) if segments else float(run["wall_time_s"] or 0)
+        pace = seconds / done if done else math.nan
+        left = ("" if math.isnan(pace) else
+                f"; at that pace about {pace * (planned - done) / 3600:.0f} h are left")
+        sessions = f" in {len(segments)} segment{'s' * (len(segments) != 1)}" if segments else ""
+        codes = (list(dict.fromkeys(str(s.get("git_commit"))[:7] for s in segments))
+                 or [str(run["git_commit"])[:7]])
+        lines.append(
+            f"**In training:** `{run['run']}` (seed {run['seed']}, {run_kind(run)}, code "
+            f"{', '.join(codes)}): "
+            f"{done:,} of {planned:,} iterations ({done / planned:.0%}){sessions}, {seconds / 3600:.1f} h so "
+            f"far, {pace:.2f} s an iteration with its evaluations{left}. Its errors so far are progress, not "
+            f"results: it joins the tables at its last iteration.")
+    return "\n\n".join(lines) + "\n"
 
 
 def _accuracy(error: float | None) -> str:
@@ -307,8 +394,8 @@ def _write_table(df: pd.DataFrame, path: Path, title: str) -> list[Path]:
     return [path.with_suffix(".md"), path.with_suffix(".csv")]
 
 
-def _build_degradation(root: Path, out: Path) -> list[Path]:
-    runs = degradation_runs(load_runs(root))
+def _build_degradation(root: Path, out: Path, runs: pd.DataFrame) -> list[Path]:
+    runs = degradation_runs(runs)
     if runs.empty:  # one side alone is drawn too: the plan finishes the plain nets first
         return []
     text = label(runs)
@@ -320,8 +407,8 @@ def _build_degradation(root: Path, out: Path) -> list[Path]:
             *_write_table(table6(runs), out / "table6", title)]
 
 
-def _build_shortcuts(root: Path, out: Path) -> list[Path]:
-    runs = shortcut_runs(load_runs(root))
+def _build_shortcuts(root: Path, out: Path, runs: pd.DataFrame) -> list[Path]:
+    runs = shortcut_runs(runs)
     if runs.empty or runs["shortcut"].nunique() < 2:
         return []
     text = label(runs)
@@ -332,8 +419,7 @@ def _build_shortcuts(root: Path, out: Path) -> list[Path]:
             *_write_table(shortcut_table(runs), out / "shortcuts", title)]
 
 
-def _build_tutorial(root: Path, out: Path) -> list[Path]:
-    runs = load_runs(root)
+def _build_tutorial(root: Path, out: Path, runs: pd.DataFrame) -> list[Path]:
     table = tutorial_table(runs)
     if table.empty:
         return []
@@ -343,12 +429,20 @@ def _build_tutorial(root: Path, out: Path) -> list[Path]:
             "model is the final weights, as the tutorial's" if rules == {"previous"} else
             "early stopping on checks without a new best (this project's earlier rule), the reported model "
             "the validation-chosen one")
-    title = (f"**The tutorial recipe (CIFAR-10 test accuracy, %)**: {label(tutorial)}; Adam, 45k/5k split, "
-             f"{rule}.")
+    # the split is the label's ("all training images less 5,000 held out for validation"): the configs'
+    title = f"**The tutorial recipe (CIFAR-10 test accuracy, %)**: {label(tutorial)}; Adam, {rule}."
     return _write_table(table, out / "tutorial", title)
 
 
-def _build_confusion(root: Path, out: Path) -> list[Path]:
+def _build_progress(root: Path, out: Path, runs: pd.DataFrame) -> list[Path]:
+    if runs.empty:  # no records at all: nothing to say
+        return []
+    path = Path(out) / "progress.md"
+    atomic_write_bytes(path, progress(runs, root).encode())
+    return [path]
+
+
+def _build_confusion(root: Path, out: Path, runs: pd.DataFrame) -> list[Path]:
     made = []
     for rec in confusion_records(root):
         title = (f"Confusion matrix: {rec['run']} ({rec['selection']}), "
@@ -359,7 +453,7 @@ def _build_confusion(root: Path, out: Path) -> list[Path]:
     return made
 
 
-def _build_layer_responses(root: Path, out: Path) -> list[Path]:
+def _build_layer_responses(root: Path, out: Path, runs: pd.DataFrame) -> list[Path]:
     records = layer_response_records(root)
     if not records:
         return []
@@ -372,23 +466,27 @@ def _build_layer_responses(root: Path, out: Path) -> list[Path]:
                                                                   for r in records})))]
 
 
-BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
+#: What each figure is drawn by: (results root, figures folder, the root's runs: load_runs) -> files written
+BUILDERS: dict[str, Callable[[Path, Path, pd.DataFrame], list[Path]]] = {
     "degradation": _build_degradation, "shortcuts": _build_shortcuts, "tutorial": _build_tutorial,
     "confusion": _build_confusion,
-    "layer_responses": _build_layer_responses,
+    "layer_responses": _build_layer_responses, "progress": _build_progress,
 }
 
 
-def build(results_root: Path, *, only: Iterable[str] | None = None, out: Path | None = None) -> list[Path]:
+def build(results_root: Path, *, only: Iterable[str] | None = None, out: Path | None = None,
+          skip_damaged: bool = False) -> list[Path]:
     """Draw the figures and tables of ``results_root`` (all, or ``only`` those named) into ``out`` (default
-    figures_dir_for(results_root)); a figure without finished runs is skipped with a one-line note."""
+    figures_dir_for(results_root)); a figure without finished runs is skipped with a one-line note. A
+    damaged record raises DamagedRecords before anything is drawn, unless ``skip_damaged`` (load_runs)."""
     out = Path(out) if out is not None else figures_dir_for(results_root)
     unknown = set(only or ()) - set(BUILDERS)
     if unknown:
         raise ValueError(f"unknown figure(s) {', '.join(sorted(unknown))}; known: {', '.join(BUILDERS)}")
+    runs = load_runs(results_root, skip_damaged=skip_damaged)
     made: list[Path] = []
     for name in only or BUILDERS:
-        files = BUILDERS[name](Path(results_root), out)
+        files = BUILDERS[name](Path(results_root), out, runs)
         print(f"{name}: " + (", ".join(map(display_path, files)) if files else
                              f"skipped, not enough finished runs for it under {display_path(results_root)}"))
         made += files
@@ -404,11 +502,3 @@ def build_augmentation(data: cifar10.CIFAR10 | None, out: Path = FIGURES_DIR) ->
                              Path(out) / "augmentation.png")
     print(f"augmentation: {display_path(path)} (from {data.name}, fingerprint {data.fingerprint})")
     return [path]
-
-
-def display_path(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it (for messages), else as it is."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)

@@ -7,8 +7,10 @@ unpack such archives into another results folder without ever losing a finished 
 An archive holds, for every run of ``jobs`` that has records: config.json, log.csv and summary.json; the
 model.pt of a finished run whose weights are published (resnet.pretrained.PUBLISHED); and, within a size
 budget, the checkpoint.pt of unfinished runs, the most advanced first, so that another machine continues
-them. Unpacking takes a run only when its config is the one the plan (``jobs``) asks for in that folder,
-never replaces a finished run, and replaces an unfinished one only by a run that got further.
+them. A damaged run folder (resnet.records.RunFolder.read) is never packed: records.damage names those
+left out. Unpacking takes a run only when its records are whole (records.check_record) and its config is
+the one the plan (``jobs``) asks for in that folder, never replaces a finished run nor a damaged one (it
+stays as it is, for its owner to restore), and replaces an unfinished one only by a run that got further.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet.records import RunFolder, RunFolderError, atomic_write_bytes, code_version
+from resnet.records import RECORDS, RunFolder, RunFolderError, atomic_write_bytes, check_record, code_version
 
 __all__ = ["RECORDS", "pack", "unpack", "Unpacked"]
 
-RECORDS = ("config.json", "log.csv", "summary.json")
 MANIFEST = "MANIFEST.json"
 _TAR_OVERHEAD = 2048  # a member's header and padding, and the end-of-archive blocks, bounded
 
@@ -55,10 +56,11 @@ def pack(jobs: Sequence[Any], dest: str | Path, *, archive_mb: float, published:
          checkpoint_mb: float = 64) -> list[Path]:
     """Write the runs of ``jobs`` into ``dest`` (a .tar), split into several archives of at most
     ``archive_mb`` MiB when needed (what a transfer carries per file); return the archives written.
-    ``checkpoint_mb`` bounds the total size of the unfinished runs' checkpoints taken."""
+    ``checkpoint_mb`` bounds the total size of the unfinished runs' checkpoints taken. Damaged run folders
+    are left out (records.damage names them)."""
     dest, limit = Path(dest), int(archive_mb * 2**20)
-    held = [job for job in jobs
-            if (job.out / "summary.json").is_file() or (job.out / "config.json").is_file()]
+    held = [job for job in jobs if job.folder.status != "damaged"
+            and ((job.out / "summary.json").is_file() or (job.out / "config.json").is_file())]
     unfinished = sorted((j for j in held
                          if j.folder.status != "finished" and j.folder.checkpoint_path.is_file()),
                         key=lambda j: -j.folder.report().iterations_done)
@@ -123,10 +125,6 @@ def _read_runs(archive: Path) -> dict[str, dict[str, bytes]]:
     return runs
 
 
-def _status(summary: dict[str, Any]) -> tuple[bool, int]:
-    return summary.get("status") == "finished", int(summary.get("iterations_done") or 0)
-
-
 def unpack(archives: Sequence[str | Path], jobs: Sequence[Any]) -> list[Unpacked]:
     """Merge ``archives`` into the run folders of ``jobs`` (the plan); see the module docstring."""
     plan = {job.out.name: job for job in jobs}
@@ -140,18 +138,24 @@ def unpack(archives: Sequence[str | Path], jobs: Sequence[Any]) -> list[Unpacked
 def _merge(name: str, files: dict[str, bytes], job: Any) -> Unpacked:
     if job is None:
         return Unpacked(name, "rejected", "not a run of this plan (check --quick, --short and --results)")
+    record, problems = check_record(files) if "summary.json" in files else (None, [])
+    if problems:
+        return Unpacked(name, "rejected", "damaged in the archive: " + "; ".join(problems))
     try:
         config = json.loads(files["config.json"])["config"]
-        incoming = json.loads(files["summary.json"]) if "summary.json" in files else {}
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         return Unpacked(name, "rejected", "its config.json is missing or unreadable")
     if config != job.config.to_dict():
         return Unpacked(name, "rejected", "its config differs from the plan's for this run")
-    finished, got = _status(incoming)
+    finished = record is not None and record.summary.status == "finished"
+    got = record.summary.iterations_done if record is not None else 0
     if not finished and "checkpoint.pt" not in files:
         return Unpacked(name, "rejected", "unfinished and packed without its checkpoint: nothing to continue")
     folder = RunFolder(job.out)
     here = folder.report()
+    if here.status == "damaged":
+        return Unpacked(name, "kept", f"the run here is damaged ({here.message}): restore it or move it "
+                                      f"away, then unpack again")
     further = here.status != "missing" and not finished and here.iterations_done >= got
     if here.status == "finished" or further:
         return Unpacked(name, "kept", f"the run here is {here.status} at iteration {here.iterations_done:,}")

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,33 @@ def test_replicate_lists_the_plan_as_units(run_script, tmp_path):
     assert ["resnet20-A-tutorial-s0"] in units and ["resnet20-A-paper-s0-fp32"] in units
     assert all(re.search(r"\(about [\d,]+ s\)", p) for p in paragraphs)
     assert not tmp_path.joinpath("runs").exists()
+
+
+def test_replicate_names_a_damaged_run_and_neither_lists_it_to_train_nor_packs_it(run_script, tmp_path):
+    """A run folder whose summary was cut short (a copy or a commit cut short) is neither finished nor a
+    run to train: --list names it with why, and --pack leaves it out with an error that names it, having
+    packed the others; its files stay as they were."""
+    from resnet.config import paper_config
+    from resnet.records import RunFolder
+
+    run = RunFolder(tmp_path / "runs" / "resnet32-A-paper-s0")
+    run.write_config(paper_config("resnet32"), {"device": "cpu"})
+    (run.path / "summary.json").write_text('{"status": "finished", "arch": ')
+    before = {p.name: p.read_bytes() for p in run.path.iterdir()}
+    listed = run_script("replicate", "--list", "--results", tmp_path)
+    assert listed.code == 0 and listed.out.startswith("plan: 55 runs, 0 finished, 1 damaged, 54 to train as ")
+    paragraphs = [" ".join(p.split()) for p in listed.out.split("\n\n")[1:]]
+    assert paragraphs[-1] == ("damaged, not trained until restored or moved away: resnet32-A-paper-s0: "
+                              "summary.json does not parse: Expecting value (line 1, column 32; cut short?)")
+    assert not any("resnet32-A-paper-s0" in p for p in paragraphs[:-1])
+    packed = run_script("replicate", "--results", tmp_path, "--pack", tmp_path / "out.tar")
+    assert packed.code == 2 and "Traceback" not in packed.err
+    said = "".join(packed.err.split())
+    assert "".join(f"error: damaged run records: {run.path}: summary.json does not parse".split()) in said
+    assert "".join("The other runs were packed, not it".split()) in said
+    with tarfile.open(tmp_path / "out.tar") as tar:
+        assert tar.getnames() == ["MANIFEST.json"]
+    assert {p.name: p.read_bytes() for p in run.path.iterdir()} == before
 
 
 def test_publish_weights_skips_unfinished_runs(run_script, tmp_path):

@@ -8,6 +8,7 @@ iterations on the synthetic `cifar_root` data into <tmp>/results/runs/, where th
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 from pathlib import Path
@@ -21,14 +22,14 @@ from resnet import analysis, inference, pretrained, results
 from resnet import train as engine
 from resnet.config import Execution, paper_config
 from resnet.loader import normalize
-from resnet.records import RunFolder, default_run_dir, write_json
+from resnet.records import DamagedRecords, RunFolder, default_run_dir, write_json
 
 QUIET = Execution(device="cpu", progress=False)
 
 TINY = dict(iterations=4, eval_every=2, milestones=(2,), batch_size=32, test_subset=64)
 RUNS = {"plain20": ("plain20", "A", 0), "resnet20-A": ("resnet20", "A", 0),
         "resnet20-A-s1": ("resnet20", "A", 1), "resnet20-B": ("resnet20", "B", 0)}
-BUILDERS = ("degradation", "shortcuts", "tutorial", "confusion", "layer_responses")
+BUILDERS = ("degradation", "shortcuts", "tutorial", "confusion", "layer_responses", "progress")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,6 +111,8 @@ def test_the_tutorial_table_reports_the_final_weights_beside_the_tutorial(result
     assert row["its test accuracy"] == f"{100 * (1 - summary.best_val_test_error):.2f}"
     made = results.build(results_copy["root"], only=("tutorial",), out=results_copy["root"] / "figures")
     assert [p.name for p in made] == ["tutorial.md", "tutorial.csv"]
+    title = made[0].read_text().splitlines()[0]  # the split is the config's, as the label says it
+    assert "all training images less 200 held out for validation" in title and "45k" not in title
     assert results.tutorial_table(results.load_runs(results_copy["root"]).iloc[:0]).empty
 
 
@@ -165,7 +168,7 @@ def test_build_draws_figures_and_tables(trained, tmp_path, capsys):
     made = results.build(trained["root"], out=out)
     printed = capsys.readouterr().out
     expected = {"fig6_degradation.png", "table6.md", "table6.csv", "shortcuts.png", "shortcuts.md",
-                "shortcuts.csv"}
+                "shortcuts.csv", "progress.md"}
     assert {Path(p).name for p in made} == expected == {p.name for p in out.iterdir()}
     assert_png(out / "fig6_degradation.png")
     assert_png(out / "shortcuts.png")
@@ -205,6 +208,92 @@ def test_make_figures_command_line(run_script, results_copy, tmp_path):
     assert result.code == 0, result.err
     assert_png(results_copy["root"] / "figures" / "fig6_degradation.png")
     assert "confusion: skipped" in result.out and "augmentation" not in result.out
+
+
+# ------------------------------------------------------------------------------------------ damaged records
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def cut_to(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def finished_short(run: Path) -> None:  # the last rows gone at a row's end: it parses, and ends too soon
+    lines = (run / "log.csv").read_text().splitlines(keepends=True)
+    (run / "log.csv").write_text("".join(lines[:-1]))
+
+
+def disagree(run: Path) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    write_json(run / "summary.json", {**summary, "final_test_error": 0.0948})
+
+
+#: The issue's two cases (summary.json cut to its first line, log.csv cut to its first bytes) and the others
+#: a copy or a commit cut short leaves, each with what make_figures says of it
+DAMAGE = {
+    "truncated summary": (lambda run: (run / "summary.json").write_text('{"status": "finished", "arch": '),
+                          "summary.json does not parse: Expecting value (line 1, column 32; cut short?)"),
+    "truncated log": (lambda run: cut_to(run / "log.csv", 120), "log.csv line 2 has"),
+    "summary against its log": (disagree, "summary.json's final_test_error is 0.0948, but log.csv's row at "
+                                          "iteration 4 says"),
+    "missing config": (lambda run: (run / "config.json").unlink(), "config.json is missing"),
+    "finished with a short log": (finished_short, "the run finished at iteration 4, but log.csv ends at "
+                                                  "iteration 2 (cut short?)"),
+}
+
+
+@pytest.fixture(scope="module")
+def drawn(trained, tmp_path_factory):
+    """The tiny runs' results folder with its figures drawn (figures/ inside it), as a clone holds them."""
+    root = tmp_path_factory.mktemp("drawn") / "results"
+    shutil.copytree(trained["root"], root, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    results.build(root, out=root / "figures")
+    return root
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_make_figures_refuses_a_damaged_record_and_changes_no_file(kind, drawn, tmp_path, run_script):
+    """One message naming the damaged folder and why, a non-zero exit, and every file as it was (the
+    figures and tables drawn before it are not redrawn from the records that are left)."""
+    root = tmp_path / "results"
+    shutil.copytree(drawn, root)
+    damage, reason = DAMAGE[kind]
+    damage(root / "runs" / "plain20-paper-s0")
+    before = snapshot(root)
+    result = run_script("make_figures", "--results", root)
+    assert result.code == 2 and result.out == "" and "Traceback" not in result.err
+    said = squash(result.err)  # the paragraph is wrapped, at spaces and hyphens
+    assert said.startswith(squash(f"error: damaged run records: {root / 'runs' / 'plain20-paper-s0'}: "))
+    assert squash(reason) in said, result.err
+    assert squash("Nothing was drawn and no file changed") in said and "--skip-damaged" in said
+    assert snapshot(root) == before
+    with pytest.raises(DamagedRecords, match="plain20-paper-s0"):
+        results.load_runs(root)  # the notebooks' loader refuses it too
+
+
+def test_skip_damaged_draws_from_the_whole_records_and_names_what_it_left_out(drawn, tmp_path, run_script):
+    root = tmp_path / "results"
+    shutil.copytree(drawn, root)
+    for run in ("plain20-paper-s0", "resnet20-A-paper-s1"):
+        (root / "runs" / run / "summary.json").write_text('{"status": "finished", "arch": ')
+    result = run_script("make_figures", "--results", root)
+    assert result.code == 2 and result.message.startswith("error: 2 damaged run records: ")
+    assert all(run in squash(result.err) for run in ("plain20-paper-s0", "resnet20-A-paper-s1"))
+    result = run_script("make_figures", "--results", root, "--skip-damaged")
+    assert result.code == 0, result.err
+    left_out = [line for line in result.err.splitlines() if line.startswith("left out, damaged")]
+    assert [line.split(": ")[1] for line in left_out] == [
+        str(root / "runs" / run) for run in ("plain20-paper-s0", "resnet20-A-paper-s1")]
+    runs = results.load_runs(root, skip_damaged=True)
+    assert sorted(runs["run"]) == ["resnet20-A-paper-s0", "resnet20-B-paper-s0"]
+    with open(root / "figures" / "table6.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["plain test"] == "–" and "±" not in row["ResNet test"]  # drawn from the whole ones only
 
 
 def test_augmentation_figure_has_a_producer(cifar_data, tmp_path, capsys):
@@ -292,3 +381,60 @@ def test_one_source_for_depth_and_the_quick_schedule():
     assert grep(r"re\.compile\(r\"\(resnet\|plain\)").stdout.split() == ["resnet/models.py"]
     assert grep(r"iterations \* 3 // 4|// 2, 3 \*").stdout.split() == ["resnet/config.py"]
     assert grep(r"def table6").stdout.split() == ["resnet/results.py"]
+
+
+# ------------------------------------------------------------------------------------------ kinds of runs
+def computed_on_a_gpu(run: Path) -> None:
+    """Say in ``run``'s summary that it computed as the GPU runs do (bf16 autocast on CUDA): the tables name
+    how each seed computed from these two fields alone, and this suite has no GPU."""
+    summary = json.loads((run / "summary.json").read_text())
+    write_json(run / "summary.json", {**summary, "device": "NVIDIA H200", "precision": "bf16-autocast"})
+
+
+def test_a_float32_run_is_a_seed_of_its_own_unless_it_has_a_bf16_twin(results_copy, cifar_data):
+    """A float32 run of a network and seed that has no bf16 run (a CPU's, trained in segments) is that
+    seed's run, and its cell says how it computed; a float32 run beside the same seed's bf16 run is that
+    run's control, and in no mean."""
+    runs = results_copy["runs"]
+    for _, folder, _ in runs.values():
+        computed_on_a_gpu(folder)
+    cpu = {}
+    for seed in (0, 2):  # seed 0 has a bf16 run (its control); seed 2 has none
+        cfg = paper_config("resnet20", seed=seed, precision="fp32", **TINY)
+        out = default_run_dir(cfg, root=results_copy["root"] / "runs")
+        assert out.name == f"resnet20-A-paper-s{seed}-fp32"
+        cpu[seed] = engine.train(cfg, data=cifar_data, out=out, execution=QUIET)
+    (row,) = results.table6(results.load_runs(results_copy["root"])).to_dict("records")
+    seeds = [runs["resnet20-A"][2], runs["resnet20-A-s1"][2], cpu[2]]
+    errors = [100 * s.final_test_error for s in seeds]
+    assert row["ResNet test"] == (f"{np.mean(errors):.2f} ± {np.std(errors, ddof=1):.2f} "
+                                  "(3 seeds: 2 bf16, GPU; 1 float32, CPU)")
+    assert row["plain test"] == f"{pct(runs['plain20'][2].final_test_error):.2f}"  # the usual kind: unnamed
+    alone = results.seed_table(results.load_runs(results_copy["root"]).query("seed == 2"))
+    assert results._percent(alone.iloc[0], usual="bf16, GPU") == f"{errors[2]:.2f} (float32, CPU)"
+
+
+def test_progress_names_a_run_in_training_by_its_iterations_never_its_errors(results_copy, cifar_data,
+                                                                            slow_steps):
+    """A run paused by its time limit between segments: the progress line gives its iterations of those
+    planned, its segments and pace, and no error; a folder without one says that every run finished."""
+    root = results_copy["root"]
+    assert results.progress(results.load_runs(root), root) == (
+        f"**In training:** no run under `{results.display_path(root / 'runs')}`; every run recorded there "
+        "has finished.\n")
+    clock = slow_steps(1.0)
+    cfg = paper_config("resnet20", seed=3, precision="fp32", **{**TINY, "iterations": 400})
+    out = default_run_dir(cfg, root=root / "runs")
+    paused = engine.train(cfg, data=cifar_data, out=out,
+                          execution=Execution(device="cpu", progress=False, deadline=clock.deadline(40)))
+    assert paused.status == "unfinished" and 0 < paused.iterations_done < 400
+    line = results.progress(results.load_runs(root), root)
+    done = paused.iterations_done
+    assert line.startswith(f"**In training:** `resnet20-A-paper-s3-fp32` (seed 3, float32, CPU, code "
+                           f"{paused.git_commit[:7]}): {done:,} of 400 iterations ({done / 400:.0%}) in 1 "
+                           "segment, "), line
+    assert f"{paused.wall_time_s / done:.2f} s an iteration" in line
+    assert "%" not in line.replace(f"({done / 400:.0%})", "")  # no error of any kind
+    assert line.count("**In training:**") == 1
+    made = results.build(root, only=("progress",), out=root / "figures")
+    assert [p.name for p in made] == ["progress.md"] and made[0].read_text() == line

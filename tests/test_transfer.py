@@ -1,7 +1,8 @@
 """resnet.transfer: packs of runs stay under the per-file limit (split when they would not), carry the
 checkpoints of the most advanced unfinished runs within a budget and the published networks' weights,
 and unpack without ever losing a finished run, taking another plan's run, or writing outside a run folder.
-No training here: the run folders are written by hand, as a sweep leaves them."""
+A damaged run folder is never packed, a damaged run in an archive is refused, and a damaged run here is
+left as it is. No training here: the run folders are written by hand, as a sweep leaves them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import tarfile
 import pytest
 
 from resnet import transfer
-from resnet.config import paper_config
+from resnet.config import describe_schedule, paper_config
 from resnet.records import RunFolder, RunFolderError, Summary, default_run_dir
 from resnet.records import Job
 
@@ -23,12 +24,14 @@ def plan(root, n=4):
 
 
 def leave(job, status, done, checkpoint_mb=0.0):
-    """A run folder as a sweep leaves it: config, log, summary and (unfinished) a checkpoint."""
+    """A run folder as a sweep leaves it: config, log, summary (that agree) and (unfinished) a checkpoint."""
     folder = RunFolder(job.out)
     folder.write_config(job.config, {"device": "cpu"})
-    folder.write_log([{"iteration": done, "train_error": 0.5}])
+    folder.write_log([{"iteration": done, "train_error": 0.5, "test_error": 0.25}])
     folder.write_summary(Summary(status, arch="resnet20", seed=job.config.seed, iterations_done=done,
-                                 iterations_planned=64_000))
+                                 iterations_planned=64_000, final_train_error=0.5, final_test_error=0.25,
+                                 data="CIFAR-10", data_fingerprint="f0c3600b38d2",
+                                 schedule=describe_schedule(job.config)))
     if checkpoint_mb:
         folder.checkpoint_path.write_bytes(os.urandom(int(checkpoint_mb * 2**20)))
     if status == "finished":
@@ -84,3 +87,32 @@ def test_an_archive_with_anything_else_is_refused_whole(tmp_path, member):
     with pytest.raises(RunFolderError, match="no pack writes"):
         transfer.unpack([path], plan(tmp_path / "r", 1))
     assert not (tmp_path / "escape.json").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_damaged_run_is_neither_packed_nor_unpacked_and_the_copy_here_stays(tmp_path):
+    there, here = plan(tmp_path / "there", 3), plan(tmp_path / "here", 3)
+    for job in there:
+        leave(job, "finished", 64_000)
+    (there[0].out / "summary.json").write_bytes(b'{"status": "finished", "arch": ')  # cut short
+    archives = transfer.pack(there, tmp_path / "there.tar", archive_mb=15)
+    names = tarfile.open(archives[0]).getnames()
+    assert f"{there[1].out.name}/summary.json" in names and f"{there[2].out.name}/log.csv" in names
+    assert not any(n.startswith(there[0].out.name + "/") for n in names)  # the damaged folder stays out
+    leave(here[1], "unfinished", 500, checkpoint_mb=0.01)
+    leave(here[2], "unfinished", 500, checkpoint_mb=0.01)
+    (here[2].out / "config.json").unlink()  # damaged here
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "here").rglob("*")) if p.is_file()}
+    # an archive whose copy of a run is damaged (a transfer cut short) is refused: the run here stays
+    log = there[1].out / "log.csv"
+    log.write_bytes(log.read_bytes()[:-4])
+    with tarfile.open(tmp_path / "damaged.tar", "w") as tar:
+        for f in sorted(there[1].out.iterdir()):
+            tar.add(f, arcname=f"{there[1].out.name}/{f.name}")
+    (refused,) = transfer.unpack([tmp_path / "damaged.tar"], here)
+    assert (refused.run, refused.action) == (here[1].out.name, "rejected")
+    assert refused.reason == "damaged in the archive: log.csv line 2 has 8 of its 9 fields (cut short?)"
+    # a damaged run here is kept as it is, for its owner to restore, whatever the archive holds
+    kept = {d.run: d for d in transfer.unpack(archives, here[2:])}[here[2].out.name]
+    assert kept.action == "kept"
+    assert kept.reason.startswith("the run here is damaged (config.json is missing)")
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "here").rglob("*")) if p.is_file()} == before
