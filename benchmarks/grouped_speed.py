@@ -50,14 +50,16 @@ from resnet.step import CudaGraphStep, compiled  # noqa: E402
 # Timing
 
 def time_grouped(members: list[tuple[str, str]], data, device: torch.device, *, warmup: int,
-                 iterations: int, compile: bool = False, batch_size: int = 128) -> dict:
+                 iterations: int, compile: bool = False, batch_size: int = 128,
+                 precision: str = "bf16") -> dict:
     """ms per iteration of one network when ``members`` (arch, shortcut), of one depth, train as one
     grouped network (ordered as resnet.group.KINDS): in a loop making every network's batch with one
     gather, as the engine does ("ms"), and on CUDA its step, captured by the engine's own
     resnet.step.CudaGraphStep, replayed alone on the last batch ("replay_ms"; None on a CPU, as for
     gpu_speed.time_runs). ``compile``: the grouped network torch.compile'd under the graph; "compile_s"
     is then the wall time of the first calls, which compile it. ``batch_size``: each network's (a
-    rehearsal's may be smaller than the paper's 128)."""
+    rehearsal's may be smaller than the paper's 128). ``precision``: the runs' ("fp32": the float32
+    control's, TF32 off)."""
     cuda = device.type == "cuda"
     configs = sorted((paper_config(arch, shortcut=shortcut, seed=seed, batch_size=batch_size)
                       for seed, (arch, shortcut) in enumerate(members)), key=lambda c: KINDS.index(kind(c)))
@@ -71,7 +73,7 @@ def time_grouped(members: list[tuple[str, str]], data, device: torch.device, *, 
     for i in range(k):
         opt.set_rate(i, cfg.lr)
     stats = torch.zeros(k, 2, 3, dtype=torch.float64, device=device)
-    train_step = GroupStep(compiled(net) if compile else net, opt, stats, device=device, precision="bf16")
+    train_step = GroupStep(compiled(net) if compile else net, opt, stats, device=device, precision=precision)
     images, labels, _, _ = data.on(device)
     mean, std = normalization_stats(images)
     batches = GroupedBatches([TrainLoader(images, labels, batch_size=c.batch_size, seed=c.seed, mean=mean,

@@ -6,30 +6,35 @@ machine in about two and a half minutes, and the cost table the time-limited pla
 
 Steps, most useful first, each skipped with a note once the budget (--budget seconds) is spent:
   1. costs: ms per training iteration of one network inside a group (the engine's loop: every network's
-     batch by one gather, the step replayed from its CUDA graph): ResNet-20 at K = 8, 12, 16; ResNet-56 at
-     K = 8, 12, all option A and a mixed group {2 plain, 3 A, 3 B, 3 C}; ResNet-110 at K = 5. They are the
-     rows of costs.json (resnet.plan.Costs), with the overhead of the periodic evaluation and checkpoint;
-  2. cudnn.benchmark off against on (ResNet-56, K = 8);
-  3. two groups of K on their own streams against one group of 2K (ResNet-20, K = 8);
-  4. where the time of a grouped ResNet-56 step goes, by kernel category (torch.profiler): convolution
+     batch by one gather, the step replayed from its CUDA graph, cudnn.benchmark on as training runs):
+     ResNet-20 at K = 8, 12, 16; ResNet-56 at K = 8, 12, all option A and a mixed group {2 plain, 3 A, 3 B,
+     3 C}; ResNet-110 at K = 5. They are the rows of costs.json (resnet.plan.Costs), with the overhead of
+     the periodic evaluation and checkpoint; a row that fails is noted and the others kept;
+  2. fp32: a lone ResNet-20 in float32 (TF32 off, the control run) against bf16: the table's fp32_factor;
+  3. cudnn.benchmark off against on (ResNet-56, K = 8);
+  4. two groups of K on their own streams against one group of 2K (ResNet-20, K = 8);
+  5. where the time of a grouped ResNet-56 step goes, by kernel category (torch.profiler): convolution
      forward, data gradient, weight gradient, BN, elementwise, casts, optimizer, other;
-  5. torch.compile of a ResNet-20 group of 8 under the graph: its compile time, kept only where it is at
-     least 10% faster (its Inductor cache is in --out/inductor, for the slice's later commands).
+  6. torch.compile of a ResNet-20 group of 8 under the graph: its compile time, kept only where it is at
+     least 10% faster (its Inductor cache is where TORCHINDUCTOR_CACHE_DIR says: experiments/gpu_slice.sh
+     keeps it on the machine, outside $OUT, for the slice's train commands).
 
-Writes <out>/speed.json and speed.md (every step as it ends), costs.json, and decisions.env: the flags the
+Writes <out>/speed.json and speed.md, costs.json and decisions.env after every step (and every cost row),
+so that a probe stopped by its time-out leaves what it measured: decisions.env holds the flags the
 slice's train commands then take (--cudnn-benchmark, --compile, --group) and the reserve for packing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -48,6 +53,7 @@ from resnet.step import CudaGraphStep  # noqa: E402
 
 KEEP_COMPILE = 0.9  # torch.compile is kept where a step takes at most this share of the eager one's
 EVAL_EVERY = 500  # the paper recipe's (resnet.config.RunConfig)
+clock = time.perf_counter  # what the budget is counted on (a test gives a fake one)
 
 
 def sizes(rehearse: bool) -> dict:
@@ -56,11 +62,11 @@ def sizes(rehearse: bool) -> dict:
     if rehearse:
         one_each = [("plain", "A"), ("resnet", "A"), ("resnet", "B"), ("resnet", "C")]
         return {"costs": [(20, [("resnet", "A")] * 2), (20, one_each), (32, [("resnet", "A")] * 2)],
-                "cudnn": (20, 2), "streams": (20, 2), "profile": (20, 2), "compile": None,
+                "fp32": 20, "cudnn": (20, 2), "streams": (20, 2), "profile": (20, 2), "compile": None,
                 "iterations": 2, "warmup": 1, "batch_size": 16}
     return {"costs": [(20, [("resnet", "A")] * k) for k in (8, 12, 16)]
             + [(56, [("resnet", "A")] * k) for k in (8, 12)] + [(56, mixed), (110, [("resnet", "A")] * 5)],
-            "cudnn": (56, 8), "streams": (20, 8), "profile": (56, 8), "compile": (20, 8),
+            "fp32": 20, "cudnn": (56, 8), "streams": (20, 8), "profile": (56, 8), "compile": (20, 8),
             "iterations": 60, "warmup": 10, "batch_size": 128}
 
 
@@ -145,39 +151,54 @@ def main(argv: list[str] | None = None) -> int:
                     help="no step starts after this many seconds (default 150)")
     ap.add_argument("--rehearse", action="store_true", help="tiny sizes, for a rehearsal on the CPU")
     args = ap.parse_args(argv)
-    start = time.perf_counter()
+    start = clock()
     args.out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(args.out / "inductor"))
     device, data, opening = setup(args, "probe.py")
     size = sizes(args.rehearse)
-    record: dict = {**opening, "budget_s": args.budget, "rehearsal": args.rehearse, "steps": {},
-                    "decisions": {}}
+    # the compile cache: torch's default unless the caller keeps one (gpu_slice.sh: on the machine, outside
+    # $OUT, whose files come back and which every command empties)
+    record: dict = {**opening, "budget_s": args.budget, "rehearsal": args.rehearse,
+                    "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"), "steps": {}, "decisions": {}}
     timed = dict(data=data, device=device, warmup=size["warmup"], iterations=size["iterations"],
                  batch_size=size["batch_size"])
+    rows: list[dict] = []
+
+    def keep() -> None:  # what a time-out (gpu_slice.sh's `timeout`) would leave: all measured so far
+        decide(record, rows)
+        save(record, args.out)
 
     def step(name: str, work: Callable[[], object]) -> None:
-        if time.perf_counter() - start > args.budget:
+        if clock() - start > args.budget:
             record["steps"][name] = {"skipped": f"the budget of {args.budget:.0f} s was spent"}
         else:
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
-                record["steps"][name] = {"result": work(), "seconds": round(time.perf_counter() - t0, 1)}
+                result = work()  # the costs step records its rows in record as it goes
+                record["steps"][name] = {**record["steps"].get(name, {}), "result": result,
+                                         "seconds": round(clock() - t0, 1)}
             except Exception as e:  # one step's failure (out of memory, a compile error) is recorded
                 record["steps"][name] = {"failed": f"{type(e).__name__}: {e}"}
         print(f"probe: {name}: {record['steps'][name]}", file=sys.stderr, flush=True)
-        save(record, args.out)
-
-    rows: list[dict] = []
+        keep()
 
     def costs() -> list[dict]:
+        failed: list[dict] = []
+        record["steps"]["costs"] = {"result": rows, "failed_rows": failed}  # filled in as the rows come
         for depth, spec in size["costs"]:
-            if time.perf_counter() - start > args.budget / 2:
+            if clock() - start > args.budget / 2:
                 break  # the cheapest rows come first; the other steps need their share
             members = members_of(depth, spec)
-            rows.append(cost_row(depth, members, time_grouped(members, **timed)["ms"]))
+            try:
+                with cudnn_benchmark_on():  # as the train commands run (resnet.config.Execution)
+                    rows.append(cost_row(depth, members, time_grouped(members, **timed)["ms"]))
+            except Exception as e:  # out of memory at a large K, say: the other rows stand
+                failed.append({"depth": depth, "members": [f"{a}-{s}" for a, s in members],
+                               "failed": f"{type(e).__name__}: {e}"})
+            keep()
         return rows
 
     step("costs", costs)
+    step("fp32", lambda: fp32_factor(size["fp32"], timed))
     depth, k = size["cudnn"]
     measured = {(r["depth"], r["k"]): r["ms"] for r in rows}
     step("overhead", lambda: overhead(depth, k, measured.get((depth, k), rows[0]["ms"] if rows else 1.0),
@@ -189,10 +210,28 @@ def main(argv: list[str] | None = None) -> int:
         step("compile", lambda: compile_step(*size["compile"], timed))
     else:
         record["steps"]["compile"] = {"skipped": "torch.compile is measured on a GPU only"}
-    decide(record, rows)
-    save(record, args.out)
+    keep()
     print(markdown(record))
     return 0
+
+
+@contextlib.contextmanager
+def cudnn_benchmark_on() -> Iterator[None]:
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def fp32_factor(depth: int, timed: dict) -> dict:
+    """ms per iteration of a lone network in float32 (TF32 off) and in bf16, and their ratio: what the
+    planner prices the float32 control at (resnet.plan.Costs.fp32)."""
+    members = [(f"resnet{depth}", "A")]
+    with cudnn_benchmark_on():
+        ms = {p: time_grouped(members, precision=p, **timed)["ms"] for p in ("bf16", "fp32")}
+    return {"bf16_ms": ms["bf16"], "fp32_ms": ms["fp32"], "factor": round(ms["fp32"] / ms["bf16"], 3)}
 
 
 def cudnn_benchmark(depth: int, k: int, timed: dict) -> dict:
@@ -258,9 +297,11 @@ def save(record: dict, out: Path) -> None:
     rows = (record["steps"].get("costs") or {}).get("result") or []
     if rows:
         overhead = (record["steps"].get("overhead") or {}).get("result") or {}
+        fp32 = (record["steps"].get("fp32") or {}).get("result") or {}
         write_json(out / "costs.json", {"device": record["device"], "torch_version": record["torch_version"],
                                         "git_commit": record["git_commit"], "command": record["command"],
-                                        "overhead": overhead.get("overhead", 1.0), "rows": rows})
+                                        "cudnn_benchmark": True, "overhead": overhead.get("overhead", 1.0),
+                                        "fp32_factor": fp32.get("factor"), "rows": rows})
     if record["decisions"]:
         d = record["decisions"]
         flags = [f"--cudnn-benchmark {d['cudnn_benchmark']}", f"--group {d['group']}",
@@ -286,9 +327,11 @@ def markdown(r: dict) -> str:
                       "| --- | --- | --- | --- | --- |"]
             lines += [f"| {x['depth']} | {x['k']} | {', '.join(sorted(set(x['members'])))} | "
                       f"{x['ms_per_network']:.3f} | {x['ms']:.2f} |" for x in result]
-            lines.append("")
+            lines += [f"- not measured: depth {x['depth']}, {', '.join(sorted(set(x['members'])))}: "
+                      f"{x['failed']}" for x in step.get("failed_rows", [])]
+            lines.append("" if "seconds" in step else "- (still measuring)")
         else:
-            lines.append(f"- {name} ({step['seconds']} s): {result}")
+            lines.append(f"- {name} ({step.get('seconds', '?')} s): {result}")
     if r["decisions"]:
         lines += ["", f"Decisions for the train commands: {r['decisions']}"]
     return "\n".join(lines) + "\n"

@@ -15,16 +15,68 @@
 #       the probe measured (else 40 s), every run of one depth as one group, a unit opened only where it
 #       can finish (the probe's cost table, else the committed one); then the runs packed into $OUT
 #
+# Here, before and after a slice (the tree travels within about 12 MB, and a run trained in segments on a
+# CPU commits its checkpoint, about 7 MB):
+#   bash experiments/gpu_slice.sh stow      # every results/runs/*/checkpoint.pt into .git/stowed/<run>/
+#   bash experiments/gpu_slice.sh unstow    # and back; both do nothing when there is nothing to move, and
+#                                           # refuse (moving nothing) where a checkpoint would be replaced
+#
 # Every command first copies the committed runs into $RESULTS (finished runs are skipped) and unpacks the
 # archives in .c3/ (the paused runs of an earlier slice, made with replicate.py --pack .c3/carry.tar
 # --checkpoint-mb 55), so the sweep continues where the last slice stopped. What comes back lands in $OUT:
 # slice.tar (and slice.part2.tar, ...: every run's records, the unfinished runs' checkpoints), the logs,
 # and the probe's speed.json, speed.md and costs.json. The runs themselves stay in $RESULTS (default
-# /tmp/r) while the machine is warm; a run paused at the end of a slice (only a unit that no slice can
-# finish, ResNet-110's seeds, is opened to be paused) travels back in slice.tar with its checkpoint, and
-# is lost with the machine if that archive does not come back.
+# /tmp/r) while the machine is warm; a run paused at the end of a slice (a unit is opened to be paused only
+# when nothing fits and nothing is open, cut to the runs whose checkpoints CHECKPOINT_MB holds:
+# resnet.plan.PAUSE_MB) travels back in slice.tar with its checkpoint, and is lost with the machine if that
+# archive does not come back. torch.compile's cache stays on the machine ($MACHINE/inductor) for the
+# probe and every train command, out of what comes back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+# Committed checkpoints out of the shipped tree and back (run here, not on the GPU machine)
+stow_runs() {  # stow_runs FROM TO VERB: every FROM/<run>/checkpoint.pt to TO/<run>/checkpoint.pt
+    local from=$1 to=$2 verb=$3 src run clash=()
+    local found=("$from"/*/checkpoint.pt)
+    if [ ! -e "${found[0]}" ]; then
+        echo "gpu_slice: $verb: no checkpoint in $from: nothing to move" >&2
+        return 0
+    fi
+    for src in "${found[@]}"; do
+        run=$(basename "$(dirname "$src")")
+        [ -e "$to/$run/checkpoint.pt" ] && clash+=("$to/$run/checkpoint.pt")
+    done
+    if [ ${#clash[@]} -gt 0 ]; then
+        echo "gpu_slice: $verb: nothing moved: ${clash[*]} already there and would be replaced; compare it" \
+             "with $from/<run>/checkpoint.pt and remove the one you do not want, then $verb again" >&2
+        return 1
+    fi
+    for src in "${found[@]}"; do
+        run=$(basename "$(dirname "$src")")
+        mkdir -p "$to/$run" && mv "$src" "$to/$run/checkpoint.pt" || return 1
+        [ "$verb" = unstow ] && rmdir "$(dirname "$src")" 2>/dev/null  # the emptied stowed/<run>
+    done
+    echo "gpu_slice: $verb: ${#found[@]} checkpoint(s) moved from $from to $to" >&2
+}
+case "${1:-}" in
+stow|unstow)
+    if [ -z "${STOWED:-}" ]; then  # inside .git: never shipped, never tracked
+        git_dir=$(git rev-parse --git-dir 2>/dev/null) || {
+            echo "gpu_slice: $1 keeps the checkpoints in the checkout's .git/stowed, and this is no git" \
+                 "checkout; run it in yours (or name a folder outside the tree as STOWED=...)" >&2
+            exit 1
+        }
+        STOWED=$git_dir/stowed
+    fi
+    if [ "$1" = stow ]; then
+        stow_runs results/runs "$STOWED" stow
+    else
+        stow_runs "$STOWED" results/runs unstow
+    fi
+    exit $?
+    ;;
+esac
+
 OUT=${OUT:-/tmp/slice-out}
 RESULTS=${RESULTS:-/tmp/r}
 PACK_RESERVE=40  # seconds kept for the last checkpoints and the pack, until the probe has measured them
@@ -34,6 +86,9 @@ NO_GROUP=${NO_GROUP:-$MACHINE/no_group}  # left by 'check' when the grouped CUDA
 NO_GRAPH=$MACHINE/no_graph  # left by 'check' when the CUDA-graph test fails
 mkdir -p "$MACHINE"
 mkdir -p "$OUT"
+# one compile cache for the probe and the train commands, kept on the machine: $OUT is emptied by every
+# command, and its files come back
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$MACHINE/inductor}
 start=$SECONDS
 
 say() { echo "gpu_slice: $*" | tee -a "$OUT/slice.log" >&2; }
@@ -138,7 +193,7 @@ train)
     exit "$rc"
     ;;
 *)
-    sed -n '2,25p' "$0" >&2
+    sed -n '2,33p' "$0" >&2
     exit 2
     ;;
 esac

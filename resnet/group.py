@@ -43,7 +43,7 @@ from resnet.train import Run, failure, near_deadline
 
 __all__ = ["KINDS", "kind", "merged", "GroupedPad", "GroupedLinear", "GroupedBlock", "GroupedResNet",
            "grouped", "owned", "member_slice", "tie", "GroupSGD", "GroupStep", "evaluate_grouped", "GroupRun",
-           "MemberFailed", "can_group", "network_of"]
+           "MemberFailed", "StandsApart", "can_group", "network_of"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,9 +136,11 @@ class GroupedBlock(nn.Module):
         self.adds = any(b.shortcut is not None for b in others)  # some of the first K - P add an identity
         self.pad = (GroupedPad(models.PadShortcut(conv.in_channels, conv.out_channels, conv.stride[0]),
                                len(others)) if reshapes and self.adds else None)
-        adds = torch.tensor([float(b.shortcut is not None) for b in others])
-        adds = adds.repeat_interleave(conv.out_channels)
-        self.register_buffer("mask", None if bool(adds.all()) else adds.view(1, -1, 1, 1), persistent=False)
+        # made on the members' device: a mask left on the CPU would meet CUDA activations (grouped checks it)
+        flags = [float(b.shortcut is not None) for b in others]
+        mask = None if all(flags) else torch.tensor(flags, dtype=conv.weight.dtype, device=conv.weight.device)
+        self.register_buffer("mask", None if mask is None else mask.repeat_interleave(conv.out_channels)
+                             .view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -184,7 +186,13 @@ def grouped(nets: Sequence[nn.Module]) -> GroupedResNet:
     """One network that computes ``nets`` (CIFAR networks of one depth, ordered as KINDS) side by side."""
     if not all(isinstance(n, models.ResNet) for n in nets) or len({len(n.layer1) for n in nets}) != 1:
         raise ValueError("only the CIFAR networks of one depth train as one group")
-    return GroupedResNet(nets)
+    group = GroupedResNet(nets)
+    # every tensor of the group lives where its members' parameters do: a GroupRun moves nothing after this
+    devices = {t.device for t in (*group.parameters(), *group.buffers())}
+    if len(devices) != 1:
+        raise ValueError("a grouped network's tensors must live on one device; found "
+                         + ", ".join(sorted(map(str, devices))))
+    return group
 
 
 def owned(group: nn.Module) -> list[tuple[str, str, Tensor, list[int]]]:
@@ -291,14 +299,15 @@ class GroupStep:
         self.device, self.precision = device, precision
 
     def __call__(self, x: Tensor, y: Tensor) -> None:  # x [B, 3K, H, W], y [B, K]
-        self.optimizer.zero_grad()
-        with inference.autocast(self.device, self.precision):
-            out = self.net(x.contiguous(memory_format=torch.channels_last))  # [B, K, classes]
-            b, k, c = out.shape
-            losses = F.cross_entropy(out.reshape(b * k, c), y.reshape(b * k), reduction="none")
-            losses = losses.view(b, k).mean(0)  # [K]: each network's mean loss on its batch
-        losses.sum().backward()  # network k's slice of the gradient is its own loss's
-        self.optimizer.step()
+        with inference.step_precision(self.device, self.precision):  # the backward's kernels too
+            self.optimizer.zero_grad()
+            with inference.autocast(self.device, self.precision):
+                out = self.net(x.contiguous(memory_format=torch.channels_last))  # [B, K, classes]
+                b, k, c = out.shape
+                losses = F.cross_entropy(out.reshape(b * k, c), y.reshape(b * k), reduction="none")
+                losses = losses.view(b, k).mean(0)  # [K]: each network's mean loss on its batch
+            losses.sum().backward()  # network k's slice of the gradient is its own loss's
+            self.optimizer.step()
         self.stats[:, :, 0] += (losses.detach().double() * b)[:, None]
         self.stats[:, :, 1] += (out.detach().argmax(2) != y).sum(0)[:, None]
         self.stats[:, :, 2] += b
@@ -342,6 +351,12 @@ def network_of(config: RunConfig) -> RunConfig:
 # --------------------------------------------------------------------------------------------------
 # Runs trained as one
 
+class StandsApart(ConfigError):
+    """A member whose state stands at another iteration than the group's: the group feeds every member the
+    batches of one iteration, so it must train apart (a sweep keys its units on where each run's checkpoint
+    stands; a stale summary, a failed run's or a killed run's, may say otherwise)."""
+
+
 class MemberFailed(Exception):
     """A group's member could not be opened (its folder held by another process, say): its ``job`` and the
     ``error``. The others can open as a group without it."""
@@ -373,11 +388,24 @@ class GroupRun:
                                             resume=job.folder.holds_a_run(), stream=stream, group=names))
                 except Exception as e:
                     raise MemberFailed(job, e) from e
+            self._refuse_members_apart(jobs)
             self._build(execution)
         except BaseException:
             for run in self.members:
                 run.folder.lock.release()
             raise
+
+    def _refuse_members_apart(self, jobs: Sequence[Job]) -> None:
+        """MemberFailed (StandsApart) for the first member whose state is not at the iteration most members
+        stand at (the first member's, on a tie): one stream of batches (GroupedBatches) serves them all."""
+        at = [run.state.iteration for run in self.members]
+        where = max(at, key=lambda i: (at.count(i), -at.index(i)))
+        for job, run in zip(jobs, self.members):
+            if run.state.iteration != where:
+                others = ", ".join(r.folder.name for r in self.members if r.state.iteration == where)
+                raise MemberFailed(job, StandsApart(
+                    f"{job.out.name} stands at iteration {run.state.iteration} and {others} at {where}: runs "
+                    "train as one group only from one iteration, so it is left out of this group"))
 
     def _build(self, execution: Execution) -> None:
         first = self.members[0]

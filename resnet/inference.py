@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from resnet.loader import normalize
 
-__all__ = ["autocast", "no_tf32", "input_batches", "logits", "evaluate", "model_device"]
+__all__ = ["autocast", "step_precision", "no_tf32", "input_batches", "logits", "evaluate", "model_device"]
 
 
 def autocast(device: torch.device, precision: str = "bf16") -> contextlib.AbstractContextManager:
@@ -28,6 +28,16 @@ def autocast(device: torch.device, precision: str = "bf16") -> contextlib.Abstra
     if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     if device.type == "cuda":
+        return no_tf32()
+    return contextlib.nullcontext()
+
+
+def step_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """What a whole training step (forward, backward, update) runs under, around :func:`autocast`'s forward:
+    TF32 off for "fp32" on CUDA. The backward's convolutions choose their kernels when they run, after the
+    forward's autocast block has ended, so the float32 control's gradients need the flag held across them
+    too (and a CUDA graph captured inside keeps float32 kernels for the whole step)."""
+    if device.type == "cuda" and precision == "fp32":
         return no_tf32()
     return contextlib.nullcontext()
 

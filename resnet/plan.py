@@ -13,12 +13,20 @@ The cost of a group iteration is modelled as ``per_layer * depth + per_work * wo
 convolution: a network with option C has one in each block, with B two): the first term is what does not
 grow with the group (kernel launches, latency), the second what does (these networks are memory-bound, and
 each layer moves its feature maps). Both are fitted to the rows of the table; ``overhead`` (wall time over
-training time: evaluations, checkpoints, opening) scales the estimate. With no table the sweep falls back
-to the pace it measures (resnet.sweep.Pace).
+training time: evaluations, checkpoints, opening) scales the estimate, and a float32 run (the control, TF32
+off) costs ``fp32`` times its bf16 pace. A table measured on another GPU than this one is scaled by
+OTHER_DEVICE until the machine's own probe replaces it. With no table the sweep falls back to the pace it
+measures (resnet.sweep.Pace).
+
+When nothing is open and nothing fits, the first unit opens all the same, to be paused by the limit (the
+GPU never waits, and a unit longer than any command still moves), cut to the runs whose checkpoints fit
+PAUSE_MB: what a paused unit leaves must travel back with the machine's pack.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -26,13 +34,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from resnet import models
 from resnet.config import RunConfig
 from resnet.records import Job
 
-__all__ = ["FIT_SHARE", "Costs", "projections", "group_work", "unit_key", "units", "next_unit"]
+__all__ = ["FIT_SHARE", "PAUSE_MB", "FP32", "OTHER_DEVICE", "Costs", "projections", "group_work",
+           "checkpoint_mb", "checkpoints_mb", "unit_key", "units", "next_unit"]
 
 FIT_SHARE = 0.8  # the share of the time left that the open units are planned to fill (estimates err)
+#: At most this many MiB of checkpoints in a unit opened to be paused: what a lent GPU's slice packs back
+#: (experiments/gpu_slice.sh's CHECKPOINT_MB; tests/test_slice.py keeps the two equal).
+PAUSE_MB = 55.0
+#: A float32 iteration (TF32 off) over a bf16 one, until a probe measures it ("fp32_factor" in the table):
+#: these networks are memory-bound in bf16 (twice the bytes in float32) and lose the tensor cores.
+FP32 = 4.0
+#: A table measured on another GPU, scaled for this one: the committed table's H200 has 1.43 times an
+#: H100's memory bandwidth, and these networks are memory-bound (the GPUs these slices are lent).
+OTHER_DEVICE = 1.5
 
 
 def projections(config: RunConfig) -> int:
@@ -48,15 +68,42 @@ def group_work(configs: Sequence[RunConfig]) -> float:
     return float(sum(c.depth + projections(c) for c in configs))
 
 
+CHECKPOINT_RECORD_BYTES = 512  # what torch.save adds per tensor (its record, alignment), at most
+
+
+def checkpoint_mb(config: RunConfig) -> float:
+    """About the MiB of ``config``'s checkpoint: the network's weights and BN statistics and the optimizer's
+    moments (SGD's momentum; Adam's two), in float32."""
+    return _checkpoint_mb(config.arch, config.shortcut, 2 if config.optimizer == "adam" else 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _checkpoint_mb(arch: str, shortcut: str, moments: int) -> float:
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        net = models.build_model(arch, shortcut=shortcut)
+    weights = sum(p.numel() for p in net.parameters())
+    statistics = sum(b.numel() for b in net.buffers() if b.is_floating_point())
+    tensors = len(net.state_dict()) + moments * len(list(net.parameters()))  # each a record in the archive
+    return (4 * ((1 + moments) * weights + statistics) + CHECKPOINT_RECORD_BYTES * tensors) / 2**20
+
+
+def checkpoints_mb(jobs: Sequence[Job]) -> float:
+    """The MiB of the checkpoints ``jobs`` leave when paused."""
+    return sum(checkpoint_mb(job.config) for job in jobs)
+
+
 @dataclass(frozen=True)
 class Costs:
     """Milliseconds per group iteration, ``per_layer * depth + per_work * work``, fitted to measured rows;
-    ``overhead``: a run's wall time over its training time. ``source`` names the measurement."""
+    ``overhead``: a run's wall time over its training time; ``fp32``: a float32 run's iteration over a bf16
+    one's. ``source`` names the measurement."""
 
     per_layer: float
     per_work: float
     overhead: float = 1.0
     source: str = ""
+    fp32: float = FP32
+    device: str = ""  # the GPU that measured them ("": not said)
 
     @classmethod
     def fit(cls, rows: Sequence[dict[str, Any]], *, overhead: float = 1.0, source: str = "") -> Costs:
@@ -80,7 +127,7 @@ class Costs:
     @classmethod
     def load(cls, path: str | Path) -> Costs | None:
         """The table at ``path`` (benchmarks/probe.py's costs.json: {"rows": [{depth, work, ms}],
-        "overhead", "device"}), or None when there is none."""
+        "overhead", "device", "fp32_factor"}), or None when there is none."""
         try:
             table = json.loads(Path(path).read_text())
         except (OSError, ValueError):
@@ -88,12 +135,25 @@ class Costs:
         rows = table.get("rows") or []
         if not rows:
             return None
-        return cls.fit(rows, overhead=float(table.get("overhead", 1.0)),
-                       source=f"{Path(path).name} ({table.get('device', 'unknown device')})")
+        measured_on = table.get("device", "unknown device")
+        costs = cls.fit(rows, overhead=float(table.get("overhead", 1.0)),
+                        source=f"{Path(path).name} ({measured_on})")
+        return dataclasses.replace(costs, fp32=float(table.get("fp32_factor") or FP32), device=measured_on)
+
+    def on(self, device: str) -> Costs:
+        """These costs for the GPU named ``device`` (a sweep on CUDA asks): as they are where it measured
+        them (or where the table does not say), else scaled by OTHER_DEVICE."""
+        if not self.device or device == self.device:
+            return self
+        return dataclasses.replace(self, per_layer=self.per_layer * OTHER_DEVICE,
+                                   per_work=self.per_work * OTHER_DEVICE, device=device,
+                                   source=f"{self.source}, times {OTHER_DEVICE} for {device}")
 
     def group_ms(self, configs: Sequence[RunConfig]) -> float:
-        """Milliseconds per iteration of ``configs`` trained as one group."""
-        return self.per_layer * configs[0].depth + self.per_work * group_work(configs)
+        """Milliseconds per iteration of ``configs`` trained as one group (of one precision: a group's
+        members share their config but for the seed and the shortcuts)."""
+        ms = self.per_layer * configs[0].depth + self.per_work * group_work(configs)
+        return ms * (self.fp32 if configs[0].precision == "fp32" else 1.0)
 
     def seconds(self, configs: Sequence[RunConfig], iterations: int) -> float:
         """Wall seconds for ``iterations`` more of ``configs`` as one group, evaluations and all."""
@@ -126,16 +186,20 @@ def units(jobs: Sequence[Job], size: int, key: Callable[[Job], tuple[Any, ...]])
 
 
 def next_unit(candidates: Sequence[list[Job]], *, estimate: Callable[[list[Job]], float | None],
-              open_seconds: float | None, seconds_left: float, anything_open: bool) -> list[Job] | None:
+              open_seconds: float | None, seconds_left: float, anything_open: bool,
+              size_mb: Callable[[list[Job]], float] | None = None) -> list[Job] | None:
     """The unit to open next, or None to wait: ``candidates`` are the pending units in priority order (as
     :func:`units` forms them), ``estimate`` a unit's seconds (None when it cannot be estimated yet),
-    ``open_seconds`` what the open units still need (None when unknown).
+    ``open_seconds`` what the open units still need (None when unknown), ``size_mb`` the MiB of a unit's
+    checkpoints (checkpoints_mb).
 
     Without a deadline: the first candidate. With one: the first that, cut to its first m runs for the
     largest m that does, finishes with the open units within FIT_SHARE of the time left (a unit's later
     runs, its other seeds, wait for a unit of their own). When nothing fits and nothing is open, the first
     candidate all the same, so that the GPU never waits and a unit longer than any one command still moves
-    (it is paused with a checkpoint that the next command continues)."""
+    (it is paused with a checkpoint that the next command continues), cut to its first runs whose
+    checkpoints fit PAUSE_MB (at least one): the others wait, rather than be trained to be lost with a
+    machine whose pack cannot carry them."""
     if not candidates:
         return None
     if math.isinf(seconds_left):
@@ -147,4 +211,9 @@ def next_unit(candidates: Sequence[list[Job]], *, estimate: Callable[[list[Job]]
                 seconds = estimate(list(unit[:m]))
                 if seconds is not None and seconds <= room:
                     return list(unit[:m])
-    return None if anything_open else list(candidates[0])
+    if anything_open:
+        return None
+    first = list(candidates[0])
+    while size_mb is not None and len(first) > 1 and size_mb(first) > PAUSE_MB:
+        first.pop()
+    return first

@@ -54,12 +54,13 @@ class TrainStep:
         self.device, self.precision = device, precision
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        with inference.autocast(self.device, self.precision):
-            out = self.net(x.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(out, y)
-        loss.backward()
-        self.optimizer.step()
+        with inference.step_precision(self.device, self.precision):  # the backward's kernels too
+            self.optimizer.zero_grad(set_to_none=True)
+            with inference.autocast(self.device, self.precision):
+                out = self.net(x.contiguous(memory_format=torch.channels_last))
+                loss = F.cross_entropy(out, y)
+            loss.backward()
+            self.optimizer.step()
         n = y.shape[0]
         self.stats[:, 0] += loss.detach().double() * n
         self.stats[:, 1] += (out.detach().argmax(1) != y).sum()

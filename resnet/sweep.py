@@ -7,8 +7,9 @@ once), or run one after another in this process.
 
 A finished run is skipped, so running an interrupted sweep again continues it; a run that another
 process is training is left alone (resnet.records.RunLock) and named; a run that diverged stays diverged
-until its folder is removed; a run that failed is recorded with its message, the sweep goes on, and the
-next sweep retries it. With a time limit every unfinished run is checkpointed before it, and the last
+until its folder is removed; a run whose records are damaged (resnet.records.RunFolder.read) is named and
+left as it is, never trained over; a run that failed is recorded with its message, the sweep goes on, and
+the next sweep retries it. With a time limit every unfinished run is checkpointed before it, and the last
 lines say per run where it is and how fast it went, and which command continues the others.
 
 On CUDA, the runs of one depth and recipe (any seed, plain or any shortcut option) that stand at the same
@@ -35,13 +36,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import torch
 
 from resnet.cifar10 import CIFAR10, load_data
 from resnet.config import ConfigError, Execution, RunConfig
 from resnet.group import GroupRun, MemberFailed, can_group, network_of
-from resnet.plan import Costs, next_unit, unit_key, units
+from resnet.plan import Costs, checkpoints_mb, next_unit, unit_key, units
 from resnet.models import arch_depth
 from resnet.records import Job, RunFolder, RunFolderError, Summary
 from resnet.train import Diverged, Run, RunFailed, failure, train
@@ -119,9 +121,14 @@ def _wants_training(job: Job) -> bool:
     if folder.finished(job.config):
         print(f"sweep: {folder.name}: finished before, skipped", file=sys.stderr)
         return False
-    if folder.status == "diverged":
+    report = folder.report()
+    if report.status == "diverged":
         print(f"sweep: {folder.name}: diverged before, skipped (remove {folder.path} to train it again)",
               file=sys.stderr)
+        return False
+    if report.status == "damaged":  # neither finished nor trained over: its owner restores it first
+        print(f"sweep: {folder.name}: damaged, skipped ({report.message}); restore {folder.path} from where "
+              f"it came, or move it away to train the run afresh", file=sys.stderr)
         return False
     return True
 
@@ -221,9 +228,33 @@ def _work(config: RunConfig, iterations: int) -> float:
 
 
 def _iterations_done(job: Job) -> int:
-    """How far an earlier command took the run (when its summary says so)."""
+    """How far an earlier command took the run: the iteration its checkpoint holds, where it resumes, when
+    it has a readable one; else what its summary says. A summary can be stale (a failed run's, a killed
+    run's from an earlier session), and the runs a unit groups must stand at one iteration (resnet.group)."""
+    saved = _saved_iteration(job.folder.checkpoint_path)
+    if saved is not None:
+        return saved
     summary = job.folder.summary()
     return (summary.iterations_done or 0) if summary is not None else 0
+
+
+def _saved_iteration(path: Path) -> int | None:
+    """The iteration of the checkpoint at ``path``, or None when there is none readable."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _read_iteration(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_iteration(path: str, mtime_ns: int, size: int) -> int | None:
+    """The checkpoint's iteration, read once per version of the file (the sweep asks at every turn); its
+    tensors are mapped, not read."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state"]["iteration"])
+    except Exception:  # unreadable: opening the run says why
+        return None
 
 
 def _work_left(job: Job) -> float:
@@ -275,6 +306,8 @@ def _fill(active: dict[int, Run | GroupRun], pending: list[Job], streams: Sequen
     resnet.plan.next_unit chooses each time (estimated from execution.costs, else at the measured pace),
     until the slots are full, nothing fits, or the deadline is near."""
     costs, rate = execution.costs, pace.rate()
+    if costs is not None and execution.torch_device.type == "cuda":  # a table measured on another GPU
+        costs = costs.on(torch.cuda.get_device_name(execution.torch_device))
 
     def estimate(unit: list[Job]) -> float | None:
         left = max(0, unit[0].config.iterations - _iterations_done(unit[0]))
@@ -287,7 +320,8 @@ def _fill(active: dict[int, Run | GroupRun], pending: list[Job], streams: Sequen
             horizon = execution.finish_by or execution.deadline
             unit = next_unit(groups(pending, execution.group_size(execution.torch_device)), estimate=estimate,
                              open_seconds=_open_seconds(active, costs, rate),
-                             seconds_left=horizon.remaining(), anything_open=bool(active))
+                             seconds_left=horizon.remaining(), anything_open=bool(active),
+                             size_mb=checkpoints_mb)
             if unit is None:
                 break
             for job in unit:

@@ -149,6 +149,23 @@ def slow_steps(monkeypatch):
     return make
 
 
+@pytest.fixture
+def opened_units(monkeypatch):
+    """The units a sweep opens, in order, each as its runs' folder names (resnet.sweep._open_run recorded,
+    then called)."""
+    from resnet import sweep
+
+    opened: list[list[str]] = []
+    open_run = sweep._open_run
+
+    def recorded(unit, *args):
+        opened.append([job.out.name for job in unit])
+        return open_run(unit, *args)
+
+    monkeypatch.setattr(sweep, "_open_run", recorded)
+    return opened
+
+
 def _timed(real, clock: FakeClock, seconds: float):
     def timed(self, x, y):
         real(self, x, y)

@@ -181,3 +181,31 @@ def test_a_cpu_checkpoint_resumes_into_a_graph_run(cifar_data, tmp_path):
 def test_the_float32_control_runs_without_tf32(cifar_data, tmp_path):
     summary = engine.train(config(precision="fp32"), data=cifar_data, out=tmp_path / "fp32", execution=GPU)
     assert summary.precision == "float32 (TF32 off)" and torch.backends.cudnn.allow_tf32
+
+
+def test_the_float32_controls_backward_runs_without_tf32_on_the_gpu():
+    """On the GPU itself (tests/test_step.py checks it with a fake CUDA device): TF32 is off while the
+    float32 step's forward, weight gradient and update run, and restored after."""
+    from resnet import models
+    from resnet.step import TrainStep
+
+    torch.manual_seed(0)
+    net = models.build_model("resnet20").cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    seen = {}
+
+    def record(part):
+        seen.setdefault(part, torch.backends.cudnn.allow_tf32)
+
+    net.conv1.register_forward_hook(lambda *_: record("forward"))
+    net.conv1.weight.register_hook(lambda grad: record("weight gradient"))
+    stats = torch.zeros(2, 3, dtype=torch.float64, device="cuda")
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        TrainStep(net, opt, stats, device=torch.device("cuda"), precision="fp32")(
+            torch.randn(8, 3, 32, 32, device="cuda"), torch.randint(0, 10, (8,), device="cuda"))
+        torch.cuda.synchronize()
+        assert seen == {"forward": False, "weight gradient": False} and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32 = before

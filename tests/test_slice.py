@@ -12,8 +12,10 @@ training steps, so that where the limit stops it is the same on a fast machine a
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -22,10 +24,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from cifar_fixture import BATCHES_DIR, write_cifar10
 from conftest import run_main
-from resnet import config, records
+from resnet import config, plan, records
 
 REPO = Path(__file__).resolve().parent.parent
 COPIED = ("resnet", "experiments", "benchmarks", "tests", "hubconf.py", "pyproject.toml")
@@ -34,6 +37,10 @@ PLAN = [records.default_run_dir(c).name
         for c in runpy.run_path(str(REPO / "experiments" / "replicate.py"), run_name="plan")["plan"]()]
 #: iterations of each rehearsed run: the time limit stops the first at 6, so that it pauses and continues
 REHEARSE = 12
+#: a budget (seconds) that no rehearsed command spends before the test's own time-out ends it: what the
+#: probe's budget and the train command's limit decide is tested on fake clocks (test_the_probes_budget_...,
+#: and the time-limit tests of test_sweep.py and test_plan.py), not on this machine's speed
+NEVER = 3600
 # the shards that hold plain-20, seed 0, and ResNet-20, seed 0, alone
 PLAIN20, RESNET20 = (f"{PLAN.index(name) + 1}/{len(PLAN)}"
                      for name in ("plain20-paper-s0", "resnet20-A-paper-s0"))
@@ -201,7 +208,9 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
         (tree / part / "make_cifar10.py").write_text(
             FAKE_PART.format(src=str(full), batches=BATCHES_DIR, names=names, rc=rc))
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT")}
+    # (torch's Inductor sets TORCHINDUCTOR_CACHE_DIR in a process that has compiled: the machine has none)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT",
+                                                            "TORCHINDUCTOR_CACHE_DIR")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OUT=str(out), RESULTS=str(tmp_path / "r"),
                MACHINE=str(tmp_path / "machine"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
@@ -223,16 +232,19 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
 
     # the probe (the call that carries the data's second part), at tiny sizes: its record comes back in
     # $OUT, and its decisions and cost table stay for this machine's train commands
-    probe = slice_script("probe", 120, "--rehearse", "--device", "cpu")
+    probe = slice_script("probe", NEVER, "--rehearse", "--device", "cpu")
     assert probe.returncode == 0, probe.stdout + probe.stderr
     speed = json.loads((out / "speed.json").read_text())
     assert [name for name, step in speed["steps"].items() if "result" in step] == \
-        ["costs", "overhead", "cudnn_benchmark", "streams_vs_group", "profile"]
+        ["costs", "fp32", "overhead", "cudnn_benchmark", "streams_vs_group", "profile"]
+    assert speed["steps"]["costs"]["failed_rows"] == [] and len(speed["steps"]["costs"]["result"]) == 3
     assert speed["steps"]["compile"]["skipped"] and (out / "speed.md").is_file()
-    assert {"rows", "overhead"} <= json.loads((tmp_path / "machine" / "costs.json").read_text()).keys()
+    assert speed["inductor_cache"] == str(tmp_path / "machine" / "inductor")  # kept, out of $OUT
+    table = json.loads((tmp_path / "machine" / "costs.json").read_text())
+    assert {"rows", "overhead", "fp32_factor"} <= table.keys() and table["fp32_factor"] > 0
     assert "PROBE_FLAGS=" in (tmp_path / "machine" / "decisions.env").read_text()
 
-    trained = slice_script("train", 240, *plan)
+    trained = slice_script("train", NEVER, *plan)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "--cudnn-benchmark" in trained.stderr  # the probe's decisions, applied
     assert "sweep: 1 of 1 runs finished" in (out / "train.log").read_text()
@@ -249,7 +261,7 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     assert slice_script("bring", *plan).returncode == 0  # the call that carries .c3 alone
     assert (tmp_path / "r2" / "runs" / "resnet20-A-paper-s0" / "summary.json").is_file()
     assert "unpack: 1 added" in (out / "slice.log").read_text()
-    again = slice_script("train", 240, *plan)
+    again = slice_script("train", NEVER, *plan)
     assert again.returncode == 0 and "resnet20-A-paper-s0: finished before, skipped" in again.stdout
     shutil.rmtree(tree / ".c3")
     shutil.copytree(tmp_path / "r2" / "runs", tree / "results" / "runs")
@@ -257,3 +269,174 @@ def test_the_slice_script_rehearsed_on_the_cpu(tmp_path):
     assert slice_script("bring", *plan).returncode == 0  # copied from results/runs: no archive to unpack
     assert json.loads((tmp_path / "r3" / "runs" / "resnet20-A-paper-s0" / "summary.json").read_text()) \
         == packed
+
+
+def slice_env(tmp_path: Path, **more: str) -> dict[str, str]:
+    """The environment gpu_slice.sh runs in here: its folders in ``tmp_path``, python3 this interpreter."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CIFAR10_ROOT",
+                                                            "TORCHINDUCTOR_CACHE_DIR", "STOWED")}
+    env.update(OUT=str(tmp_path / "out"), RESULTS=str(tmp_path / "r"), MACHINE=str(tmp_path / "machine"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", **more)
+    return env
+
+
+def slice_tree(tmp_path: Path) -> Path:
+    """A tree that holds experiments/gpu_slice.sh alone."""
+    tree = tmp_path / "tree"
+    (tree / "experiments").mkdir(parents=True)
+    shutil.copy2(REPO / "experiments" / "gpu_slice.sh", tree / "experiments" / "gpu_slice.sh")
+    return tree
+
+
+def run_slice(tree: Path, env: dict[str, str], *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "experiments/gpu_slice.sh", *map(str, args)], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+STUB = """import os, sys
+with open({log!r}, "a") as f:
+    f.write(sys.argv[0] + " " + os.environ.get("TORCHINDUCTOR_CACHE_DIR", "unset") + "\\n")
+"""
+
+
+def test_the_slices_commands_share_one_compile_cache_that_does_not_come_back(tmp_path):
+    """The probe and the train commands (stand-ins that write down the cache they are given) compile into
+    one Inductor cache on the machine: not under $OUT, which every command empties and whose files come
+    back, and not each command a cache of its own."""
+    tree, log = slice_tree(tmp_path), tmp_path / "seen.log"
+    for script in ("benchmarks/probe.py", "experiments/replicate.py"):
+        (tree / script).parent.mkdir(exist_ok=True)
+        (tree / script).write_text(STUB.format(log=str(log)))
+    env = slice_env(tmp_path)
+    run_slice(tree, env, "probe", NEVER)  # it exits 1: this stand-in decides nothing
+    assert run_slice(tree, env, "train", NEVER).returncode == 0
+    seen = [line.split() for line in log.read_text().splitlines()]
+    assert [name for name, _ in seen] == ["benchmarks/probe.py"] + ["experiments/replicate.py"] * 2
+    assert {cache for _, cache in seen} == {str(tmp_path / "machine" / "inductor")}
+
+
+def load_probe(monkeypatch):
+    """benchmarks/probe.py as a module, its data and device set-up replaced (nothing is read)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    probe = importlib.import_module("probe")
+    opening = {"device": "a GPU", "torch_version": torch.__version__, "git_commit": "abc", "data": "CIFAR-10",
+               "data_fingerprint": "f00", "command": "python benchmarks/probe.py"}
+    monkeypatch.setattr(probe, "setup", lambda args, script: (torch.device("cpu"), None, opening))
+    monkeypatch.setattr(probe, "overhead", lambda depth, k, ms, data, device: {
+        "depth": depth, "k": k, "eval_s": 0.1, "checkpoint_s": 0.2, "pack_s": 0.1, "overhead": 1.1})
+    return probe
+
+
+def fake_timing(probe, monkeypatch, seconds: float, fails: str | None = None) -> list[bool]:
+    """Every timing takes ``seconds`` on the probe's clock (nothing else takes any), a group whose first
+    network is ``fails`` raises as out of memory; returns cudnn.benchmark as each timing found it."""
+    now, benchmark = [0.0], []
+    monkeypatch.setattr(probe, "clock", lambda: now[0])
+
+    def time_grouped(members, *, precision="bf16", **timed):
+        now[0] += seconds
+        benchmark.append(torch.backends.cudnn.benchmark)
+        if members[0][0] == fails:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"ms": 2.0 if precision == "bf16" else 5.0, "replay_ms": None, "compile_s": None}
+
+    monkeypatch.setattr(probe, "time_grouped", time_grouped)
+    return benchmark
+
+
+def test_a_probe_ended_by_its_time_out_leaves_its_rows_and_decisions(tmp_path, monkeypatch):
+    """gpu_slice.sh ends the probe with `timeout`: whatever it measured by then is on disk, decisions.env
+    included; a cost row that fails (out of memory) is noted and the other rows make the table. The rows
+    are timed with cudnn.benchmark on, as training runs, and the compile cache is left where the caller
+    put it (torch's default here), not under --out."""
+    probe = load_probe(monkeypatch)
+    benchmark = fake_timing(probe, monkeypatch, 1.0, fails="resnet32")
+
+    class Killed(BaseException):
+        """What `timeout` does to the process, here during the profile step."""
+
+    def profile(*args):
+        raise Killed
+
+    monkeypatch.setattr(probe, "profile", profile)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    before = torch.backends.cudnn.benchmark
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        probe.main(["--rehearse", "--out", str(out)])
+    table = json.loads((out / "costs.json").read_text())
+    assert [(r["depth"], r["k"]) for r in table["rows"]] == [(20, 2), (20, 4)]
+    assert table["cudnn_benchmark"] is True and table["fp32_factor"] == 2.5
+    speed = json.loads((out / "speed.json").read_text())
+    (failed,) = speed["steps"]["costs"]["failed_rows"]
+    assert failed["depth"] == 32 and "out of memory" in failed["failed"]
+    assert "not measured: depth 32" in (out / "speed.md").read_text()
+    assert list(speed["steps"]) == ["costs", "fp32", "overhead", "cudnn_benchmark", "streams_vs_group"]
+    decisions = (out / "decisions.env").read_text()
+    assert "--group 2" in decisions and "--cudnn-benchmark on" in decisions and "PACK_RESERVE=13" in decisions
+    assert benchmark[:5] == [True] * 5 and benchmark[5:7] == [False, True]  # costs, fp32; then off, on
+    assert torch.backends.cudnn.benchmark == before
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ and speed["inductor_cache"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["costs.json", "decisions.env", "speed.json", "speed.md"]
+
+
+def test_the_probes_budget_is_counted_on_its_clock(tmp_path, monkeypatch):
+    """10 s a timing on the probe's clock, a budget of 25 s: the cost rows stop at half the budget (two of
+    the three), the float32 step starts at 20 s, and every step after 25 s is skipped with a note."""
+    probe = load_probe(monkeypatch)
+    fake_timing(probe, monkeypatch, 10.0)
+    out = tmp_path / "out"
+    assert probe.main(["--rehearse", "--out", str(out), "--budget", "25"]) == 0
+    steps = json.loads((out / "speed.json").read_text())["steps"]
+    assert [name for name, step in steps.items() if "result" in step] == ["costs", "fp32"]
+    assert len(steps["costs"]["result"]) == 2
+    for name in ("overhead", "cudnn_benchmark", "streams_vs_group", "profile"):
+        assert steps[name] == {"skipped": "the budget of 25 s was spent"}
+    assert "PROBE_FLAGS=" in (out / "decisions.env").read_text()
+
+
+def test_committed_checkpoints_are_stowed_out_of_the_shipped_tree_and_back(tmp_path):
+    """`gpu_slice.sh stow` moves every results/runs/*/checkpoint.pt into .git/stowed/<run>/ (out of the
+    tree a GPU call ships), `unstow` moves them back; each does nothing when there is nothing to move, and
+    refuses, moving nothing, where it would replace a checkpoint. Neither touches the slice's folders."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    tree = slice_tree(tmp_path)
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    runs, stowed = tree / "results" / "runs", tree / ".git" / "stowed"
+    for run, text in (("a", "A"), ("b", "B")):
+        (runs / run).mkdir(parents=True)
+        (runs / run / "checkpoint.pt").write_text(text)
+        (runs / run / "log.csv").write_text("iteration\n")
+    env = slice_env(tmp_path)
+
+    def checkpoints(root: Path) -> dict[str, str]:
+        return {p.parent.name: p.read_text() for p in root.glob("*/checkpoint.pt")}
+
+    stow = run_slice(tree, env, "stow")
+    assert stow.returncode == 0 and "2 checkpoint(s) moved" in stow.stderr, stow.stderr
+    assert checkpoints(runs) == {} and checkpoints(stowed) == {"a": "A", "b": "B"}
+    assert (runs / "a" / "log.csv").is_file()  # the records stay
+    again = run_slice(tree, env, "stow")
+    assert again.returncode == 0 and "nothing to move" in again.stderr
+    (runs / "a" / "checkpoint.pt").write_text("A, trained on")
+    refused = run_slice(tree, env, "unstow")
+    assert refused.returncode == 1 and "would be replaced" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert checkpoints(runs) == {"a": "A, trained on"} and checkpoints(stowed) == {"a": "A", "b": "B"}
+    (runs / "a" / "checkpoint.pt").unlink()
+    back = run_slice(tree, env, "unstow")
+    assert back.returncode == 0 and checkpoints(runs) == {"a": "A", "b": "B"} and checkpoints(stowed) == {}
+    assert run_slice(tree, env, "unstow").returncode == 0
+    assert not (tmp_path / "out").exists() and not (tmp_path / "machine").exists()
+    elsewhere = slice_tree(tmp_path / "not-a-checkout")
+    lost = run_slice(elsewhere, {**env, "GIT_CEILING_DIRECTORIES": str(tmp_path)}, "stow")
+    assert lost.returncode == 1 and "no git checkout" in " ".join(lost.stderr.split())
+
+
+def test_what_a_slice_packs_is_what_the_planner_pauses():
+    """gpu_slice.sh packs CHECKPOINT_MB of checkpoints; the planner opens a unit to be paused only as far
+    as that holds (resnet.plan.PAUSE_MB)."""
+    script = (REPO / "experiments" / "gpu_slice.sh").read_text()
+    (mb,) = re.findall(r"^CHECKPOINT_MB=(\d+)", script, flags=re.M)
+    assert float(mb) == plan.PAUSE_MB

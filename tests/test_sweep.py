@@ -227,27 +227,19 @@ def test_runs_advanced_in_turn_equal_runs_alone(cifar_data, tmp_path, capsys, sl
 
 @pytest.mark.slow
 def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp_path, capsys, monkeypatch,
-                                                                slow_steps):
+                                                                slow_steps, opened_units):
     """A (short) opens first; once the pace is measured, C (shorter) fits beside it and B (far too long)
     does not; B opens when nothing else is open, and the time limit pauses it with a checkpoint. (In plan
     order B would have opened second and moved in turn with A, delaying A's end and shutting C out.)"""
     monkeypatch.setattr(sweep, "MEASURE_S", 1.0)
     monkeypatch.setattr(sweep, "CHUNK", 5)
     clock = slow_steps(0.2)  # A's 40 iterations take 8 s, C's 10 take 2 s, B's 100,000 take 20,000 s
-    opened = []
-    open_run = sweep._open_run
-
-    def recorded(unit, *args):  # a unit of sweep.groups: on the CPU one run each
-        opened.extend(job.out.name for job in unit)
-        return open_run(unit, *args)
-
-    monkeypatch.setattr(sweep, "_open_run", recorded)
     a, b, c = (Job(tiny(seed=s, iterations=n, eval_every=20), tmp_path / name)
                for s, n, name in ((0, 40, "a"), (1, 100_000, "b"), (2, 10, "c")))
     deadline = clock.deadline(21)  # B opens when A ends at 10 s (C beside it), more than 10 s before it
     train_in_turn([a, b, c], QUIET.replace(at_once=2, deadline=deadline), cifar_data)
     assert clock.now < deadline.at
-    assert opened == ["a", "c", "b"]
+    assert opened_units == [["a"], ["c"], ["b"]]  # a unit of sweep.groups: on the CPU one run each
     assert [records.RunFolder(j.out).status for j in (a, b, c)] == ["finished", "unfinished", "finished"]
     assert 0 < records.RunFolder(b.out).report().iterations_done < 100_000
     assert "b: unfinished: stopped by the time limit" in capsys.readouterr().err
@@ -255,7 +247,7 @@ def test_under_a_time_limit_only_runs_that_can_finish_are_opened(cifar_data, tmp
 
 @pytest.mark.slow
 def test_a_cost_table_opens_the_part_of_a_group_that_can_finish(cifar_data, tmp_path, slow_steps,
-                                                                monkeypatch):
+                                                                monkeypatch, opened_units):
     """Four depth-20 runs (plain, A, C, A): all four would need 35.6 s of the 30 s left (24 s to plan with),
     so only plain and A open, as a group of two that finishes; C and the second A wait, and open together
     only once nothing else is open and nothing fits (to be paused with a checkpoint by the limit)."""
@@ -265,23 +257,15 @@ def test_a_cost_table_opens_the_part_of_a_group_that_can_finish(cifar_data, tmp_
     jobs = [Job(c, tmp_path / f"{c.arch}-{c.shortcut}-s{c.seed}") for c in configs]
     clock = slow_steps(0.2)  # 0.2 s per network and iteration; the table says 10 ms per layer
     costs = plan.Costs(per_layer=0.0, per_work=10.0)
-    opened = []
-    open_run = sweep._open_run
-
-    def recorded(unit, *args):
-        opened.append([job.out.name for job in unit])
-        return open_run(unit, *args)
-
-    monkeypatch.setattr(sweep, "_open_run", recorded)
     train_in_turn(jobs, QUIET.replace(group=4, deadline=clock.deadline(30), costs=costs), cifar_data)
     names = [job.out.name for job in jobs]
-    assert opened == [names[:2], names[2:]]
+    assert opened_units == [names[:2], names[2:]]
     status = [records.RunFolder(j.out).status for j in jobs]
     assert status == ["finished", "finished", "unfinished", "unfinished"]
 
 
 def test_a_later_horizon_opens_a_unit_that_the_next_command_finishes(cifar_data, tmp_path, slow_steps,
-                                                                    monkeypatch):
+                                                                    monkeypatch, opened_units):
     """With only this command's 14 s to plan for, ResNet-20's 20 s do not fit and ResNet-32's 3 s do: the
     short unit opens first. Told that the machine's later commands continue to 30 s (finish_by), the long
     unit opens first, and the command's limit pauses it for the next command to finish."""
@@ -289,23 +273,15 @@ def test_a_later_horizon_opens_a_unit_that_the_next_command_finishes(cifar_data,
         return [Job(tiny(iterations=20, eval_every=10, milestones=(10,)), tmp_path / name / "r20"),
                 Job(tiny("resnet32", iterations=2, eval_every=1, milestones=(1,)), tmp_path / name / "r32")]
 
-    opened = []
-    open_run = sweep._open_run
-
-    def recorded(unit, *args):
-        opened.append(unit[0].out.name)
-        return open_run(unit, *args)
-
-    monkeypatch.setattr(sweep, "_open_run", recorded)
     costs = plan.Costs(per_layer=0.0, per_work=50.0)  # 1 s per ResNet-20 iteration, as the clock below
     clock = slow_steps(1.0)
     train_in_turn(jobs("this"), QUIET.replace(deadline=clock.deadline(14), costs=costs), cifar_data)
-    assert opened == ["r32", "r20"]
-    opened.clear()
+    assert opened_units == [["r32"], ["r20"]]
+    opened_units.clear()
     clock = slow_steps(1.0)
     later = QUIET.replace(deadline=clock.deadline(14), finish_by=clock.deadline(30), costs=costs)
     train_in_turn(jobs("later"), later, cifar_data)
-    assert opened == ["r20"] and records.RunFolder(tmp_path / "later" / "r20").status == "unfinished"
+    assert opened_units == [["r20"]] and records.RunFolder(tmp_path / "later" / "r20").status == "unfinished"
 
 
 def test_which_unit_opens_next():
