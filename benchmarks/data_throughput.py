@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from reference import PerSampleCIFAR10, augmenting_transform  # noqa: E402  (the reference, beside this file)
 from resnet import cifar10  # noqa: E402
 from resnet.loader import TrainLoader, normalization_stats  # noqa: E402
+from resnet.train import cpu_name  # noqa: E402
 
 
 def reference_loader(data: cifar10.CIFAR10, *, batch_size: int, workers: int, mean, std):
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference": f"torchvision per-sample PIL pipeline, DataLoader with {args.workers} workers",
         "reference_batches_per_s": round(ref_bps, 1), "ratio": round(ratio, 2),
         "load_s": round(load_s, 3), "fingerprint": data.fingerprint, "images": len(data.train_labels),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "command": shlex.join(["python", "benchmarks/data_throughput.py", *sys.argv[1:]]),
     }

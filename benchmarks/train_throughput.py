@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -58,7 +57,7 @@ from resnet import cifar10, cli, models  # noqa: E402
 from resnet.config import Execution, paper_config, resolve_device  # noqa: E402
 from resnet.loader import normalization_stats  # noqa: E402
 from resnet.records import git_commit, write_json  # noqa: E402
-from resnet.train import Run  # noqa: E402
+from resnet.train import Run, cpu_name  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BATCH_SIZE = 128
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {len(data.train_labels)} training images from {data.root}, fingerprint {data.fingerprint}, "
           f"loaded in {load_s:.2f} s")
     dev_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                else f"cpu ({cpu_name()}, {os.cpu_count()} cores, "
                      f"{torch.get_num_threads()} torch threads)")
     print(f"device: {dev_name}; {args.rounds} rounds of {args.warmup} untimed + {args.iterations} timed "
           f"iterations, batch {BATCH_SIZE}, per pipeline and network")
@@ -236,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup, "rounds": args.rounds, "statistic": "median over rounds",
         "ours": ours_desc, "reference": ref_desc, "archs": results,
         "fingerprint": data.fingerprint, "images": len(data.train_labels),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "git_commit": git_commit(),
         "command": _command(argv), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

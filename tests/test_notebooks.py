@@ -104,6 +104,27 @@ def test_calls_the_package(path):
     assert any(imports.search(c.source) for c in _code_cells(nb)), f"{path.name} does not import the package"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_ends_with_exercises_and_worked_answers(path):
+    """A notebook a teacher can hand out as a lab: it ends with two or three numbered exercises, then their
+    worked answers, and an exercise that trains says how long it took on a CPU in the records."""
+    nb = nbformat.read(path, as_version=4)
+    heads = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source]
+    assert len(heads) == 1, f"{path.name}: one '## Exercises' cell, not {len(heads)}"
+    exercises = nb.cells[heads[0]].source
+    assert "## Worked answers" in exercises or any(
+        "## Worked answers" in c.source for c in nb.cells[heads[0]:] if c.cell_type == "markdown"), path.name
+    numbered = re.findall(r"^(\d)\. \*\*", exercises.split("## Worked answers")[0], re.MULTILINE)
+    assert numbered in (["1", "2"], ["1", "2", "3"]), f"{path.name}: exercises numbered {numbered}"
+    for item in re.split(r"^\d\. ", exercises.split("## Worked answers")[0], flags=re.MULTILINE)[1:]:
+        item = " ".join(item.split())
+        if "(trains" in item:
+            assert "wall time" in item and re.search(r"\d+ s\b", item), (
+                f"{path.name}: an exercise that trains says how long its record took: {item[:60]!r}")
+    answers = "".join(c.source for c in nb.cells[heads[0]:] if c.cell_type == "markdown")
+    assert all(f"**{n}.**" in answers for n in numbered), f"{path.name}: an exercise without a worked answer"
+
+
 def _execute(path: Path, cifar_root: Path, monkeypatch) -> list:
     """Run the notebook top to bottom on the synthetic CIFAR-10 with the smoke parameters; its outputs."""
     nb = nbformat.read(path, as_version=4)
