@@ -20,7 +20,8 @@ from resnet import inference, pretrained
 from resnet.cifar10 import CIFAR10
 from resnet.config import RunConfig, describe_schedule, is_quick
 from resnet.pretrained import Normalization
-from resnet.records import REPO_ROOT, Job, RunFolder, RunFolderError, Summary, code_version
+from resnet.records import (REPO_ROOT, Job, RunFolder, RunFolderError, Summary, code_version,
+                            standing_run)
 
 __all__ = ["predict", "confusion", "per_class_accuracy", "layer_response_std", "confusion_record",
            "responses_record", "published_file", "trained_networks", "keeps"]
@@ -93,8 +94,12 @@ def trained_networks(jobs: Sequence[Job], *,
                      purpose: str) -> Iterator[tuple[Job, nn.Module, Normalization, str]]:
     """(job, model, normalisation, weights) for each finished job, the model in eval mode on the CPU, from
     the run's model.pt or, where only its records are here, from its published file (``weights`` names
-    which, relative to the repository); a one-line note for the others. Trains nothing."""
+    which, relative to the repository); a one-line note for the others. A job that has not finished but
+    whose float32 twin has stands for that run (records.standing_run). Trains nothing."""
     for job in jobs:
+        standing = standing_run(job.out)  # its float32 run where only that has finished (a CPU's)
+        if standing != job.out:
+            job = Job(job.config.replace(precision="fp32"), standing)
         status = job.folder.status
         if status != "finished":
             print(f"{job.out.name}: not finished ({status}); {purpose}")

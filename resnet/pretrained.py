@@ -27,7 +27,7 @@ import torch.nn as nn
 from resnet import models
 from resnet.config import RunConfig, schedule_of
 from resnet.loader import normalize
-from resnet.records import RESULTS_DIR, RunFolder, atomic_write_bytes, run_name
+from resnet.records import FLOAT32, RESULTS_DIR, RunFolder, atomic_write_bytes, run_name
 
 __all__ = ["WEIGHTS_DIR", "PUBLISHED", "WeightsError", "Normalization", "publish", "published", "load",
            "published_path", "load_file"]
@@ -37,7 +37,8 @@ WEIGHTS_DIR = Path(os.environ.get("RESNET_WEIGHTS_DIR") or RESULTS_DIR / "weight
 MANIFEST = "MANIFEST.json"
 FORMAT = "resnet-cifar10-weights/1"
 #: The networks whose weights are published (seed 0): Figure 7's five and the tutorial recipe's ResNet-20
-#: (the confusion matrices use ResNet-56 and the tutorial network).
+#: (the confusion matrices use ResNet-56 and the tutorial network); each from its float32 run where it has
+#: only that (records.standing_run: a CPU's run).
 PUBLISHED = ("plain20-paper-s0", "plain56-paper-s0", "resnet20-A-paper-s0", "resnet56-A-paper-s0",
              "resnet110-A-paper-s0", "resnet20-A-tutorial-s0")
 #: The normalisation the option-A reference checkpoints expect (its README: ImageNet's channel statistics).
@@ -119,7 +120,8 @@ def load(arch: str, *, shortcut: str = "A", recipe: str = "paper", seed: int = 0
     """The published network ``arch`` (with ``shortcut``, ``recipe``, ``seed``) in eval mode, and the
     normalisation it was trained with. Checks the file's SHA-256 against the manifest."""
     name = run_name(arch, shortcut, recipe, seed)
-    path = published_path(name, folder)
+    # its bf16 run's file, or its float32 run's where only that is published (records.standing_run)
+    path = published_path(name, folder) or published_path(name + FLOAT32, folder)
     if path is None:
         have = ", ".join(published(folder)) or "none yet"
         raise WeightsError(f"no published weights for {name} in {folder} (published: {have}). Train it with "

@@ -44,7 +44,8 @@ __all__ = ["REPO_ROOT", "RESULTS_DIR", "LOG_FIELDS", "RECORDS", "STATUSES", "Run
            "DamagedRecords", "Record", "check_record", "damage", "display_path", "RunFolder", "Summary",
            "RunLock", "atomic_write_bytes", "write_json", "read_json", "write_log", "atomic_torch_save",
            "git_commit",
-           "code_fingerprint", "git_files", "code_version", "run_name", "default_run_dir"]
+           "code_fingerprint", "git_files", "code_version", "run_name", "FLOAT32", "standing_run",
+           "default_run_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
@@ -178,7 +179,24 @@ def run_name(arch: str, shortcut: str = "A", recipe: str = "paper", seed: int = 
     """The folder name of a run: ``resnet56-A-paper-s0``; plain nets have no shortcut in the name, and a
     float32 control run ends in ``-fp32``. The one place of this rule."""
     parts = [arch] if arch.startswith("plain") else [arch, shortcut]
-    return "-".join([*parts, recipe, f"s{seed}"] + (["fp32"] if precision == "fp32" else []))
+    name = "-".join([*parts, recipe, f"s{seed}"])
+    return name + FLOAT32 if precision == "fp32" else name
+
+
+#: What a float32 run's name adds to its network's and seed's (run_name).
+FLOAT32 = "-fp32"
+
+
+def standing_run(out: str | Path) -> Path:
+    """The folder that stands for a network and seed where one network is shown or published (Figure 7, a
+    confusion matrix, the published weights): ``out`` (its bf16 run) once finished; else its float32 twin
+    (``<name>-fp32``) where that has finished, as a CPU's run is, float32 being what a CPU computes in;
+    else ``out``. Tables choose the same way (results._finished_paper_runs)."""
+    out = Path(out)
+    twin = out.with_name(out.name + FLOAT32)
+    if out.name.endswith(FLOAT32) or RunFolder(out).finished() or not RunFolder(twin).finished():
+        return out
+    return twin
 
 
 def default_run_dir(config: RunConfig, *, root: Path | None = None) -> Path:

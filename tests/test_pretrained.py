@@ -3,14 +3,16 @@ and the widely used option-A reproduction's checkpoint format loads (a small one
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from resnet import models, pretrained
+from resnet import analysis, models, pretrained
 from resnet import train as engine
 from resnet.config import Execution, on_schedule, paper_config
+from resnet.records import Job, standing_run
 
 QUIET = Execution(device="cpu", progress=False)
 
@@ -60,6 +62,34 @@ def test_damaged_missing_and_unknown_weights_are_clear_errors(finished_run, tmp_
     with pytest.raises(pretrained.WeightsError, match="cannot read"):
         (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
         pretrained.load_file(tmp_path / "junk.pt")
+
+
+def test_a_float32_run_stands_for_its_network_until_its_bf16_run_finishes(finished_run, cifar_data, tmp_path):
+    """A network trained only in float32 (a CPU's run, named <run>-fp32) is the one Figure 7, the confusion
+    matrices and the published weights use, and loads by the network's name; once the network's bf16 run
+    has finished, that one is."""
+    runs, weights = tmp_path / "runs", tmp_path / "weights"
+    bf16, twin = runs / "resnet20-A-paper-s0", runs / "resnet20-A-paper-s0-fp32"
+    assert standing_run(bf16) == bf16  # neither run is here
+    engine.train(paper_config("resnet20", iterations=2, milestones=(1,), eval_every=2, batch_size=32,
+                              test_subset=32, precision="fp32"), data=cifar_data, out=twin, execution=QUIET)
+    assert standing_run(bf16) == twin and standing_run(runs / "plain20-paper-s0") == runs / "plain20-paper-s0"
+    [(job, _, _, how)] = analysis.trained_networks([Job(paper_config("resnet20"), bf16)], purpose="none")
+    assert (job.out, job.config.precision, how) == (twin, "fp32", "the run's model.pt")
+
+    def loads_as(run: Path) -> None:
+        got, _ = pretrained.load("resnet20", folder=weights)
+        want, _ = pretrained.load_file(run / "model.pt")
+        for (name, g), w in zip(got.state_dict().items(), want.state_dict().values()):
+            torch.testing.assert_close(g, w.half().to(w.dtype) if w.is_floating_point() else w, msg=name)
+
+    pretrained.publish(standing_run(bf16), dest=weights)
+    assert pretrained.published(weights) == ("resnet20-A-paper-s0-fp32",)
+    loads_as(twin)
+    shutil.copytree(finished_run, bf16)  # the bf16 run has finished: it stands, and loads first
+    assert standing_run(bf16) == bf16
+    pretrained.publish(standing_run(bf16), dest=weights)
+    loads_as(bf16)
 
 
 @pytest.mark.parametrize("schedule", ["quick", "short"])
