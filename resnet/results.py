@@ -322,9 +322,6 @@ def progress(runs: pd.DataFrame, results_root: Path) -> str:
         done, planned = int(run["iterations_done"]), int(run["iterations_planned"])
         segments = run.get("segments") if isinstance(run.get("segments"), list) else []
         seconds = sum(s.get("seconds", 0.0) for s in segments) if segments else float(run["wall_time_s"] or 0)
-        pace = seconds / done if done else math.nan
-        left = ("" if math.isnan(pace) else
-                f"; at that pace about {pace * (planned - done) / 3600:.0f} h are left")
         sessions = f" in {len(segments)} segment{'s' * (len(segments) != 1)}" if segments else ""
         codes = (list(dict.fromkeys(str(s.get("git_commit"))[:7] for s in segments))
                  or [str(run["git_commit"])[:7]])
@@ -332,9 +329,24 @@ def progress(runs: pd.DataFrame, results_root: Path) -> str:
             f"**In training:** `{run['run']}` (seed {run['seed']}, {run_kind(run)}, code "
             f"{', '.join(codes)}): "
             f"{done:,} of {planned:,} iterations ({done / planned:.0%}){sessions}, {seconds / 3600:.1f} h so "
-            f"far, {pace:.2f} s an iteration with its evaluations{left}. Its errors so far are progress, not "
+            f"far, {_pace(segments, seconds, done, planned)}. Its errors so far are progress, not "
             f"results: it joins the tables at its last iteration.")
     return "\n\n".join(lines) + "\n"
+
+
+def _pace(segments: list[dict[str, Any]], seconds: float, done: int, planned: int) -> str:
+    """A run's seconds an iteration (evaluations included) and the hours left at that pace; a range where its
+    segments ran at different paces, as segments on different machines do (one CPU model, twice the time)."""
+    paces = sorted(s["seconds"] / (s["to_iteration"] - s["from_iteration"]) for s in segments
+                   if s.get("to_iteration", 0) > s.get("from_iteration", 0)) or ([seconds / done] if done else [])
+    if not paces:
+        return "no pace measured yet"
+    ends = list(dict.fromkeys(f"{p:.2f}" for p in (paces[0], paces[-1])))
+    hours = list(dict.fromkeys(f"{float(p) * (planned - done) / 3600:.0f}" for p in ends))
+    if len(ends) == 1:
+        return f"{ends[0]} s an iteration with its evaluations; at that pace about {hours[0]} h are left"
+    return (f"{ends[0]} to {ends[1]} s an iteration with its evaluations, by segment; at those paces about "
+            f"{' to '.join(hours)} h are left")
 
 
 def _accuracy(error: float | None) -> str:

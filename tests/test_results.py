@@ -417,7 +417,8 @@ def test_a_float32_run_is_a_seed_of_its_own_unless_it_has_a_bf16_twin(results_co
 def test_progress_names_a_run_in_training_by_its_iterations_never_its_errors(results_copy, cifar_data,
                                                                             slow_steps):
     """A run paused by its time limit between segments: the progress line gives its iterations of those
-    planned, its segments and pace, and no error; a folder without one says that every run finished."""
+    planned, its segments and pace (by segment, where they ran at different paces), and no error; a folder
+    without one says that every run finished."""
     root = results_copy["root"]
     assert results.progress(results.load_runs(root), root) == (
         f"**In training:** no run under `{results.display_path(root / 'runs')}`; every run recorded there "
@@ -438,3 +439,13 @@ def test_progress_names_a_run_in_training_by_its_iterations_never_its_errors(res
     assert line.count("**In training:**") == 1
     made = results.build(root, only=("progress",), out=root / "figures")
     assert [p.name for p in made] == ["progress.md"] and made[0].read_text() == line
+    # a second segment on a machine three times slower: the pace is given by segment, as a range
+    clock = slow_steps(3.0)
+    resumed = engine.train(cfg, data=cifar_data, out=out, resume=True,
+                           execution=Execution(device="cpu", progress=False, deadline=clock.deadline(60)))
+    assert resumed.status == "unfinished" and done < resumed.iterations_done < 400
+    first, second = (s["seconds"] / (s["to_iteration"] - s["from_iteration"]) for s in resumed.segments)
+    assert second > 2 * first
+    line = results.progress(results.load_runs(root), root)
+    assert f"({resumed.iterations_done / 400:.0%}) in 2 segments, " in line, line
+    assert f"{first:.2f} to {second:.2f} s an iteration with its evaluations, by segment; at those paces" in line
