@@ -342,7 +342,7 @@ def _pace(segments: list[dict[str, Any]], seconds: float, done: int, planned: in
     if not paces:
         return "no pace measured yet"
     ends = list(dict.fromkeys(f"{p:.2f}" for p in (paces[0], paces[-1])))
-    hours = list(dict.fromkeys(f"{float(p) * (planned - done) / 3600:.0f}" for p in ends))
+    hours = list(dict.fromkeys(f"{p * (planned - done) / 3600:.0f}" for p in (paces[0], paces[-1])))
     if len(ends) == 1:
         return f"{ends[0]} s an iteration with its evaluations; at that pace about {hours[0]} h are left"
     return (f"{ends[0]} to {ends[1]} s an iteration with its evaluations, by segment; at those paces about "

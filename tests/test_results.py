@@ -449,3 +449,15 @@ def test_progress_names_a_run_in_training_by_its_iterations_never_its_errors(res
     line = results.progress(results.load_runs(root), root)
     assert f"({resumed.iterations_done / 400:.0%}) in 2 segments, " in line, line
     assert f"{first:.2f} to {second:.2f} s an iteration with its evaluations, by segment; at those paces" in line
+
+
+def test_the_hours_left_come_from_the_measured_paces_not_the_rounded_ones():
+    """ResNet-56's two committed segments (0.7693 and 0.4134 s an iteration) with 35,076 iterations left:
+    7.50 h at the rounded 0.77 but 7.49 h at the pace measured, so the line says 4 to 7 h, not 4 to 8."""
+    segments = [{"from_iteration": 0, "to_iteration": 9349, "seconds": 7192.0},
+                {"from_iteration": 9349, "to_iteration": 28924, "seconds": 8092.57}]
+    line = results._pace(segments, 7192.0 + 8092.57, 28924, 64000)
+    assert line == ("0.41 to 0.77 s an iteration with its evaluations, by segment; at those paces about "
+                    "4 to 7 h are left")
+    one = results._pace(segments[1:], 8092.57, 28924, 64000)
+    assert one == "0.41 s an iteration with its evaluations; at that pace about 4 h are left"
