@@ -44,6 +44,12 @@ class Notebook:
         """True when every named run (e.g. "resnet56-A-paper-s0") has published weights."""
         return all(name in self.weights for name in names)
 
+    def standing(self, name: str) -> str:
+        """The run that stands for the run named ``name`` (e.g. "resnet56-A-paper-s0") where its published
+        network is shown: ``name``, or its float32 twin ``<name>-fp32`` (a CPU's run) where only that one is
+        published, as pretrained.load picks; ``name`` when neither is."""
+        return pretrained.published_for(name, self.weights) or name
+
 
 def setup(*, data: bool = True, showing: str = "degradation") -> Notebook:
     """Figures inline and wide tables; the records (the best there are for what the notebook is

@@ -30,7 +30,7 @@ from resnet.loader import normalize
 from resnet.records import FLOAT32, RESULTS_DIR, RunFolder, atomic_write_bytes, run_name
 
 __all__ = ["WEIGHTS_DIR", "PUBLISHED", "WeightsError", "Normalization", "publish", "published", "load",
-           "published_path", "load_file"]
+           "published_for", "published_path", "load_file"]
 
 #: Where published weights live: results/weights/, or the folder $RESNET_WEIGHTS_DIR names.
 WEIGHTS_DIR = Path(os.environ.get("RESNET_WEIGHTS_DIR") or RESULTS_DIR / "weights")
@@ -120,13 +120,20 @@ def load(arch: str, *, shortcut: str = "A", recipe: str = "paper", seed: int = 0
     """The published network ``arch`` (with ``shortcut``, ``recipe``, ``seed``) in eval mode, and the
     normalisation it was trained with. Checks the file's SHA-256 against the manifest."""
     name = run_name(arch, shortcut, recipe, seed)
-    # its bf16 run's file, or its float32 run's where only that is published (records.standing_run)
-    path = published_path(name, folder) or published_path(name + FLOAT32, folder)
+    run = published_for(name, published(folder))
+    path = published_path(run, folder) if run is not None else None
     if path is None:
         have = ", ".join(published(folder)) or "none yet"
         raise WeightsError(f"no published weights for {name} in {folder} (published: {have}). Train it with "
                            f"the experiments and load its run folder's model.pt with load_file() instead.")
     return load_file(path, device=device)
+
+
+def published_for(name: str, have: tuple[str, ...]) -> str | None:
+    """Of the published runs ``have``, the one that stands for the run named ``name`` (load() loads it): the
+    run itself, else its float32 twin ``<name>-fp32`` (a CPU's run, records.standing_run); None when neither
+    is published."""
+    return next((run for run in (name, name + FLOAT32) if run in have), None)
 
 
 def published_path(run: str, folder: Path = WEIGHTS_DIR) -> Path | None:

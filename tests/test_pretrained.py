@@ -12,6 +12,7 @@ import torch
 from resnet import analysis, models, pretrained
 from resnet import train as engine
 from resnet.config import Execution, on_schedule, paper_config
+from resnet.notebook import Notebook
 from resnet.records import Job, standing_run
 
 QUIET = Execution(device="cpu", progress=False)
@@ -83,13 +84,21 @@ def test_a_float32_run_stands_for_its_network_until_its_bf16_run_finishes(finish
         for (name, g), w in zip(got.state_dict().items(), want.state_dict().values()):
             torch.testing.assert_close(g, w.half().to(w.dtype) if w.is_floating_point() else w, msg=name)
 
+    def notebook() -> Notebook:  # what notebooks 05 and 06 name each network's run by
+        return Notebook(repo=tmp_path, records=tmp_path, figures=tmp_path, schedule="full", data=None,
+                        weights=pretrained.published(weights))
+
     pretrained.publish(standing_run(bf16), dest=weights)
     assert pretrained.published(weights) == ("resnet20-A-paper-s0-fp32",)
     loads_as(twin)
+    nb = notebook()
+    assert nb.standing(bf16.name) == twin.name and nb.has_weights(nb.standing(bf16.name))
+    assert nb.standing("resnet56-A-paper-s0") == "resnet56-A-paper-s0"  # neither published: its own name
     shutil.copytree(finished_run, bf16)  # the bf16 run has finished: it stands, and loads first
     assert standing_run(bf16) == bf16
     pretrained.publish(standing_run(bf16), dest=weights)
     loads_as(bf16)
+    assert notebook().standing(bf16.name) == bf16.name
 
 
 @pytest.mark.parametrize("schedule", ["quick", "short"])
